@@ -1,0 +1,653 @@
+"""The in-memory index behind sessions and loaded indexes.
+
+An :class:`Engine` keeps documents in *rows* kept in index order: a new id appends a row, an update
+overwrites its row in place (so it keeps its place), a delete leaves a tombstone that compaction
+later squeezes out while preserving order. Four parallel structures are keyed by row:
+
+* the documents themselves (id, text, metadata, payload) in Python lists;
+* :class:`~moss.vectors.VectorIndex` — float32 vectors, exact or HNSW search by inner product;
+* :class:`~moss.keyword.BM25Index` — BM25 over live content;
+* :class:`~moss.filters.MetadataColumns` — columnar metadata for vectorised filters.
+
+Concurrency: writers are serialised by ``_write_lock`` and do all slow work (validation, embedding,
+analysis) *before* taking ``_lock``, under which they only apply prepared data. Readers take
+``_lock`` for the search itself, so a query sees the index entirely before or after a write, never
+half of it, and embedding a query never blocks a writer.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from .analysis import analyze, analyze_many
+from .errors import DESERIALIZATION, InvalidArgumentError, MossError
+from .filters import MetadataColumns, MetadataFilter, compile_filter
+from .fusion import Normalisation, fuse
+from .grouping import group_units, order_members, sort_rows
+from .keyword import BM25Index
+from .snapshot import SnapshotData
+from .types import (
+    DocumentInfo,
+    GetDocumentsOptions,
+    ParentGrouping,
+    QueryOptions,
+    QueryResultDocumentInfo,
+    SearchResult,
+)
+from .vectors import VectorIndex
+
+if TYPE_CHECKING:
+    from .embedding import Embedder
+
+__all__ = ["CUSTOM", "Engine", "QueryPlan", "as_vector", "group_hits", "validate_query_options"]
+
+CUSTOM = "custom"
+DEFAULT_TOP_K = 5
+DEFAULT_ALPHA = 0.8
+# Score fusion normalises each list over at least this many candidates: a deeper list gives the
+# normaliser stable statistics. Chosen on the SciFact train split (docs/fusion.md).
+SCORE_FUSION_MIN_DEPTH = 50
+SCORE_NORMALISATION: Normalisation = "dbsf"
+_COMPACT_MIN_DEAD = 1024
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """Validated query options with defaults applied."""
+
+    top_k: int
+    alpha: float
+    depth: int
+    fusion: Literal["score", "rrf"]
+    flt: MetadataFilter | None
+    group_by: ParentGrouping | None
+    min_score: float | None
+    embedding: np.ndarray | None
+
+
+def _check_number(name: str, value: object, *, integer: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        kind = "an integer" if integer else "a number"
+        raise InvalidArgumentError(f"{name} must be {kind}, not {type(value).__name__}")
+    if isinstance(value, float) and math.isnan(value):
+        raise InvalidArgumentError(f"{name} must not be NaN")
+    if integer and not isinstance(value, int):
+        raise InvalidArgumentError(f"{name} must be an integer, not {value!r}")
+    return float(value)
+
+
+def as_vector(value: object, dim: int | None, what: str = "embedding") -> np.ndarray:
+    """Convert a caller's vector to float32, checking shape, length and finiteness."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(f"{what} must be a sequence of numbers") from e
+    if arr.ndim != 1 or arr.size == 0:
+        raise InvalidArgumentError(f"{what} must be a non-empty 1-D sequence of numbers")
+    if dim is not None and arr.size != dim:
+        detail = f"Invalid embedding length: expected {dim} but received {arr.size}."
+        raise InvalidArgumentError(detail, detail=detail)
+    if not np.isfinite(arr).all():
+        raise InvalidArgumentError(
+            f"{what} contains NaN or infinite values",
+            detail="Invalid embedding: values must be finite.",
+        )
+    return arr.astype(np.float32)
+
+
+def validate_query_options(
+    options: QueryOptions | None, dim: int | None, *, default_top_k: int = DEFAULT_TOP_K
+) -> QueryPlan:
+    """Check every option of §3.4/§3.6 and apply defaults (raises InvalidArgumentError)."""
+    o = options if options is not None else QueryOptions()
+    if not isinstance(o, QueryOptions):
+        raise InvalidArgumentError(f"options must be QueryOptions, not {type(o).__name__}")
+    top_k = default_top_k
+    if o.top_k is not None:
+        top_k = int(_check_number("top_k", o.top_k, integer=True))
+        if top_k < 0:
+            raise InvalidArgumentError(f"top_k must be >= 0, got {top_k}")
+    alpha = DEFAULT_ALPHA
+    if o.alpha is not None:
+        alpha = _check_number("alpha", o.alpha)
+        if not 0.0 <= alpha <= 1.0:
+            raise InvalidArgumentError(f"alpha must be between 0.0 and 1.0, got {o.alpha}")
+    min_score = None
+    if o.min_score is not None:
+        min_score = _check_number("min_score", o.min_score)
+        if not 0.0 <= min_score <= 1.0:
+            raise InvalidArgumentError(f"min_score must be between 0.0 and 1.0, got {o.min_score}")
+    depth = 2 * top_k
+    if o.candidate_depth is not None:
+        cd = int(_check_number("candidate_depth", o.candidate_depth, integer=True))
+        if cd < 1:
+            raise InvalidArgumentError(f"candidate_depth must be >= 1, got {cd}")
+        depth = cd
+    depth = max(depth, top_k)
+    fusion = o.fusion if o.fusion is not None else "score"
+    if fusion not in ("score", "rrf"):
+        raise InvalidArgumentError(f"fusion must be 'score' or 'rrf', not {fusion!r}")
+    flt = compile_filter(o.filter) if o.filter is not None else None
+    if o.group_by is not None and not isinstance(o.group_by, ParentGrouping):
+        raise InvalidArgumentError("group_by must be a ParentGrouping")
+    embedding = as_vector(o.embedding, dim) if o.embedding is not None else None
+    return QueryPlan(top_k, alpha, depth, fusion, flt, o.group_by, min_score, embedding)
+
+
+class Engine:
+    """A mutable in-memory hybrid index (thread-safe). See the module docstring."""
+
+    def __init__(
+        self,
+        model_id: str,
+        dimension: int | None = None,
+        *,
+        embedder: Embedder | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.model_id = model_id
+        self.name = name
+        self.embedder = embedder
+        self.dimension = embedder.dimension if embedder is not None else dimension
+        self._ids: list[str | None] = []
+        self._texts: list[str] = []
+        self._metas: list[dict[str, str] | None] = []
+        self._payloads: list[str | None] = []
+        self._row_of: dict[str, int] = {}
+        self._live = np.zeros(0, dtype=bool)
+        self._vectors: VectorIndex | None = (
+            VectorIndex(self.dimension) if self.dimension is not None else None
+        )
+        self._bm25 = BM25Index()
+        self._columns = MetadataColumns()
+        self._lock = threading.RLock()
+        self._write_lock = threading.Lock()
+        self.version = 0  # bumped by every applied change
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def is_custom(self) -> bool:
+        return self.model_id == CUSTOM
+
+    @property
+    def doc_count(self) -> int:
+        return len(self._row_of)
+
+    def _embedder(self) -> Embedder:
+        if self.embedder is None:
+            from .embedding import get_embedder
+
+            self.embedder = get_embedder(self.model_id)
+        return self.embedder
+
+    # ------------------------------------------------------------------ writes
+
+    def add_documents(self, docs: Sequence[DocumentInfo], *, upsert: bool = True) -> tuple[int, int]:
+        """Insert or replace ``docs`` (already normalised). All or nothing; returns (added, updated)."""
+        with self._write_lock:
+            plan, added, updated = self._plan_upsert(docs, upsert)
+            if not plan:
+                return added, updated
+            final = list(plan.values())
+            vectors = self._vectors_for(final)
+            tokens = analyze_many([d.text for d in final])
+            with self._lock:
+                self._apply(final, vectors, tokens)
+            return added, updated
+
+    def _plan_upsert(
+        self, docs: Sequence[DocumentInfo], upsert: bool
+    ) -> tuple[dict[str, DocumentInfo], int, int]:
+        """Replay the batch one by one against current ids: the final version of each touched id.
+
+        Dict assignment keeps a key's first position, so new ids keep first-seen order.
+        """
+        plan: dict[str, DocumentInfo] = {}
+        added = updated = 0
+        for d in docs:
+            if d.id not in plan and d.id not in self._row_of:
+                added += 1
+                plan[d.id] = d
+            elif upsert:
+                updated += 1
+                plan[d.id] = d
+        return plan, added, updated
+
+    def _vectors_for(self, docs: list[DocumentInfo]) -> np.ndarray:
+        if not self.is_custom:
+            out = self._embedder().embed_documents([d.text for d in docs])
+            return np.ascontiguousarray(out, dtype=np.float32)
+        missing = [d.id for d in docs if d.embedding is None]
+        if missing:
+            shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise InvalidArgumentError(
+                "the custom model needs an embedding on every document; "
+                f"missing for {len(missing)} document(s): {shown}"
+            )
+        dim = self.dimension
+        rows = []
+        for d in docs:
+            v = as_vector(d.embedding, dim, f"embedding of document {d.id!r}")
+            dim = v.size
+            rows.append(v)
+        return np.ascontiguousarray(np.stack(rows), dtype=np.float32)
+
+    def _apply(self, docs: list[DocumentInfo], vectors: np.ndarray, tokens: list[list[str]]) -> None:
+        if self.dimension is None:
+            self.dimension = int(vectors.shape[1])
+        if self._vectors is None:
+            self._vectors = VectorIndex(self.dimension)
+        n0 = len(self._ids)
+        rows = np.empty(len(docs), dtype=np.int64)
+        updated_rows = []
+        nxt = n0
+        for i, d in enumerate(docs):
+            row = self._row_of.get(d.id)
+            if row is None:
+                row = nxt
+                nxt += 1
+                self._ids.append(d.id)
+                self._texts.append(d.text)
+                self._metas.append(d.metadata)
+                self._payloads.append(d.payload)
+                self._row_of[d.id] = row
+            else:
+                updated_rows.append(row)
+                self._texts[row] = d.text
+                self._metas[row] = d.metadata
+                self._payloads[row] = d.payload
+            rows[i] = row
+        if nxt > self._live.size:
+            live = np.zeros(max(nxt, 2 * self._live.size, 64), dtype=bool)
+            live[: self._live.size] = self._live
+            self._live = live
+        self._live[rows] = True
+        if updated_rows:
+            self._bm25.remove(np.asarray(updated_rows, dtype=np.int64))
+        self._bm25.add(rows, tokens)
+        self._vectors.set(rows, vectors)
+        self._columns.set(rows, [d.metadata for d in docs])
+        self.version += 1
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove ``ids`` (unknown ones ignored); returns the number removed."""
+        with self._write_lock, self._lock:
+            rows = sorted({self._row_of[i] for i in ids if i in self._row_of})
+            if not rows:
+                return 0
+            arr = np.asarray(rows, dtype=np.int64)
+            for r in rows:
+                doc_id = self._ids[r]
+                assert doc_id is not None
+                del self._row_of[doc_id]
+                self._ids[r] = None
+                self._texts[r] = ""
+                self._metas[r] = None
+                self._payloads[r] = None
+            self._live[arr] = False
+            self._bm25.remove(arr)
+            if self._vectors is not None:
+                self._vectors.remove(arr)
+            self._columns.remove(arr)
+            self.version += 1
+            dead = len(self._ids) - len(self._row_of)
+            if dead >= _COMPACT_MIN_DEAD and dead * 4 >= len(self._ids):
+                self._compact()
+            return len(rows)
+
+    def _compact(self) -> None:
+        n = len(self._ids)
+        live = self._live[:n]
+        old_to_new = np.full(n, -1, dtype=np.int64)
+        old_to_new[live] = np.arange(int(live.sum()), dtype=np.int64)
+        keep = np.flatnonzero(live).tolist()
+        self._ids = [self._ids[r] for r in keep]
+        self._texts = [self._texts[r] for r in keep]
+        self._metas = [self._metas[r] for r in keep]
+        self._payloads = [self._payloads[r] for r in keep]
+        self._row_of = {doc_id: i for i, doc_id in enumerate(self._ids) if doc_id is not None}
+        self._live = np.ones(len(keep), dtype=bool)
+        self._bm25.remap(old_to_new)
+        if self._vectors is not None:
+            self._vectors.remap(old_to_new)
+        self._columns.remap(old_to_new)
+
+    # ------------------------------------------------------------------ reads
+
+    def _doc(self, row: int, with_embedding: bool = False) -> DocumentInfo:
+        doc_id = self._ids[row]
+        assert doc_id is not None
+        meta = self._metas[row]
+        emb = None
+        if with_embedding and self._vectors is not None:
+            emb = self._vectors.get(np.asarray([row], dtype=np.int64))[0].tolist()
+        return DocumentInfo(
+            doc_id, self._texts[row], dict(meta) if meta is not None else None, emb,
+            self._payloads[row],
+        )
+
+    def live_rows(self) -> np.ndarray:
+        return np.flatnonzero(self._live[: len(self._ids)])
+
+    def get_documents(self, options: GetDocumentsOptions | None = None) -> list[DocumentInfo]:
+        """Documents in index order, restricted/sorted/grouped per API.md §3.2 and §3.7."""
+        o = options if options is not None else GetDocumentsOptions()
+        if not isinstance(o, GetDocumentsOptions):
+            raise InvalidArgumentError(
+                f"options must be GetDocumentsOptions, not {type(o).__name__}"
+            )
+        flt = compile_filter(o.filter) if o.filter is not None else None
+        if o.doc_ids is not None and (
+            isinstance(o.doc_ids, (str, bytes)) or not all(isinstance(i, str) for i in o.doc_ids)
+        ):
+            raise InvalidArgumentError("doc_ids must be a list of strings")
+        if o.group_by is not None and not isinstance(o.group_by, ParentGrouping):
+            raise InvalidArgumentError("group_by must be a ParentGrouping")
+        with self._lock:
+            if o.doc_ids is not None:
+                rows = sorted({self._row_of[i] for i in o.doc_ids if i in self._row_of})
+            else:
+                rows = self.live_rows().tolist()
+            if flt is not None:
+                rows = [r for r in rows if flt.matches(self._metas[r])]
+            docs = [self._doc(r) for r in rows]
+        ascending = True if o.ascending is None else bool(o.ascending)
+        if o.group_by is not None:
+            return _group_documents(docs, o.group_by, o.sort_by, ascending)
+        if o.sort_by is not None:
+            order = sort_rows([(d.metadata or {}).get(o.sort_by) for d in docs], ascending)
+            docs = [docs[i] for i in order]
+        return docs
+
+    def snapshot_rows(self) -> tuple[list[DocumentInfo], np.ndarray | None]:
+        """A consistent copy of all live documents and their vectors, in index order."""
+        with self._lock:
+            rows = self.live_rows()
+            docs = [self._doc(int(r)) for r in rows]
+            vecs = self._vectors.get(rows) if self._vectors is not None and rows.size else None
+            return docs, vecs
+
+    # ------------------------------------------------------------------ snapshots
+
+    def to_snapshot(self, name: str | None = None) -> SnapshotData:
+        """A consistent, self-contained copy of the index for :mod:`moss.snapshot`."""
+        with self._write_lock, self._lock:
+            if len(self._row_of) < len(self._ids):
+                self._compact()
+            arrays: dict[str, np.ndarray] = {}
+            matrix = None
+            if self._vectors is not None:
+                vec = self._vectors.to_arrays()
+                matrix = np.array(vec.pop("matrix")[: len(self._ids)], dtype=np.float32)
+                arrays.update({f"vec/{k}": np.array(v) for k, v in vec.items()})
+            arrays.update({f"bm25/{k}": np.array(v) for k, v in self._bm25.to_arrays().items()})
+            model = None
+            if self.embedder is not None:
+                model = {
+                    "artifact_version": self.embedder.artifact_version,
+                    "manifest_sha256": self.embedder.manifest_sha256,
+                }
+            return SnapshotData(
+                model_id=self.model_id,
+                dimension=self.dimension,
+                ids=[i for i in self._ids if i is not None],
+                texts=list(self._texts),
+                metadata=[dict(m) if m is not None else None for m in self._metas],
+                payloads=list(self._payloads),
+                vectors=matrix if matrix is not None and len(self._ids) else None,
+                arrays=arrays,
+                model=model,
+                extra={"name": name if name is not None else self.name},
+            )
+
+    @classmethod
+    def from_snapshot(
+        cls,
+        data: SnapshotData,
+        *,
+        rebuild_legacy: bool = True,
+        embedder: Embedder | None = None,
+        name: str | None = None,
+    ) -> Engine:
+        """Rebuild an engine from a snapshot without re-embedding (unless the model differs).
+
+        Vectors recorded with no model identity, or with another artifact than the local model,
+        are re-embedded when ``rebuild_legacy`` is true and rejected with DESERIALIZATION otherwise.
+        """
+        model_id = data.model_id
+        if model_id != CUSTOM and embedder is None:
+            from .embedding import get_embedder
+
+            embedder = get_embedder(model_id)
+        docs = [
+            DocumentInfo(i, t, m, None, p)
+            for i, t, m, p in zip(data.ids, data.texts, data.metadata, data.payloads)
+        ]
+        if embedder is not None:
+            recorded = (data.model or {}).get("manifest_sha256")
+            usable = (
+                recorded == embedder.manifest_sha256
+                and data.dimension == embedder.dimension
+                and (data.vectors is not None or not docs)
+            )
+            if not usable:
+                if not rebuild_legacy:
+                    raise MossError(
+                        f"snapshot vectors were made by another model artifact ({recorded}) than "
+                        f"the local {model_id!r} ({embedder.manifest_sha256}); pass "
+                        "rebuild_legacy=True to re-embed them locally",
+                        code=DESERIALIZATION,
+                    )
+                eng = cls(model_id, embedder=embedder, name=name)
+                eng.add_documents(docs)
+                return eng
+        eng = cls(model_id, data.dimension, embedder=embedder, name=name)
+        if docs:
+            if data.vectors is None:
+                raise MossError("snapshot has documents but no vectors", code=DESERIALIZATION)
+            eng._load(docs, data)
+        return eng
+
+    def _load(self, docs: list[DocumentInfo], data: SnapshotData) -> None:
+        n = len(docs)
+        self._ids = [d.id for d in docs]
+        self._texts = [d.text for d in docs]
+        self._metas = [d.metadata for d in docs]
+        self._payloads = [d.payload for d in docs]
+        self._row_of = {d: i for i, d in enumerate(self._ids) if d is not None}
+        if len(self._row_of) != n:
+            raise MossError("snapshot has duplicate document ids", code=DESERIALIZATION)
+        self._live = np.ones(n, dtype=bool)
+        rows = np.arange(n, dtype=np.int64)
+        vec = {k[4:]: v for k, v in data.arrays.items() if k.startswith("vec/")}
+        bm25 = {k[5:]: v for k, v in data.arrays.items() if k.startswith("bm25/")}
+        try:
+            assert data.vectors is not None and self.dimension is not None
+            self._vectors = VectorIndex.from_arrays({"matrix": data.vectors, **vec})
+            if bm25:
+                self._bm25 = BM25Index.from_arrays(bm25)
+            else:  # a snapshot from another producer: rebuild the keyword index from the texts
+                self._bm25.add(rows, analyze_many(self._texts))
+        except MossError:
+            raise
+        except (KeyError, ValueError, IndexError, TypeError, AssertionError) as e:
+            raise MossError(
+                "snapshot index arrays are damaged", code=DESERIALIZATION, detail=str(e)
+            ) from e
+        self._columns.set(rows, self._metas)
+        self.version += 1
+
+    # ------------------------------------------------------------------ query
+
+    def query(
+        self,
+        text: str,
+        options: QueryOptions | None = None,
+        *,
+        index_name: str | None = None,
+        default_top_k: int = DEFAULT_TOP_K,
+    ) -> SearchResult:
+        """Hybrid search per API.md §3.4 (validation, filter first, fusion, score, min_score)."""
+        start = time.perf_counter()
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"query must be a str, not {type(text).__name__}")
+        plan = validate_query_options(options, self.dimension, default_top_k=default_top_k)
+        name = index_name if index_name is not None else self.name
+        blank = not text.strip()
+        if plan.min_score is not None and plan.alpha == 0.0:
+            raise InvalidArgumentError("min_score cannot be used with alpha 0 (keyword-only query)")
+        empty = SearchResult([], text, name, None, self.model_id)
+        if plan.top_k == 0 or (blank and plan.embedding is None):
+            return _timed(empty, start)
+        q = plan.embedding
+        if q is None and plan.alpha > 0.0:
+            if self.is_custom:
+                raise InvalidArgumentError(
+                    f"index {name!r} uses custom embeddings and cannot embed text queries: "
+                    "pass QueryOptions(embedding=...) or use alpha=0"
+                )
+            q = self._embedder().embed_query(text)
+        terms = analyze(text) if plan.alpha < 1.0 and not blank else []
+        with self._lock:
+            docs = [self.result_doc(r, s, name) for r, s in self._search(plan, q, terms)]
+        if plan.group_by is not None:
+            docs = group_hits(docs, plan.group_by)[: plan.top_k]
+        return _timed(SearchResult(docs, text, name, None, self.model_id), start)
+
+    def candidate_lists(
+        self, plan: QueryPlan, q: np.ndarray | None, terms: list[str], depth: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Raw V and K lists (rows and raw scores, best first) after the filter. Hold ``_lock``."""
+        n = len(self._ids)
+        allowed: np.ndarray | None = None
+        if plan.flt is not None:
+            allowed = self._columns.evaluate(plan.flt, n) & self._live[:n]
+        v_rows = k_rows = np.zeros(0, np.int64)
+        v_scores = k_scores = np.zeros(0, np.float32)
+        vec = self._vectors
+        if plan.alpha > 0.0 and q is not None and vec is not None and len(vec) > 0:
+            v_rows, v_scores = vec.search(q, depth, allowed)
+        if plan.alpha < 1.0 and terms:
+            k_rows, k_scores = self._bm25.search(terms, depth, allowed)
+        return v_rows, v_scores, k_rows, k_scores
+
+    def has_vectors(self) -> bool:
+        return self._vectors is not None and len(self._vectors) > 0
+
+    def cosine_scores(self, q: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+        """``clamp(cosine(q, v_row), 0, 1)`` for each row (zeros without a query vector)."""
+        vec = self._vectors
+        if q is None or vec is None or rows.size == 0:
+            return np.zeros(rows.size, dtype=np.float64)
+        qn = float(np.linalg.norm(q))
+        norms = vec.norms(rows).astype(np.float64)
+        dots = vec.dot(q, rows).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cos = np.where((norms > 0) & (qn > 0), dots / (norms * qn), 0.0)
+        return np.clip(cos, 0.0, 1.0)
+
+    def _search(
+        self, plan: QueryPlan, q: np.ndarray | None, terms: list[str]
+    ) -> list[tuple[int, float]]:
+        use_v = plan.alpha > 0.0 and q is not None and self.has_vectors()
+        if plan.min_score is not None and not use_v:
+            raise InvalidArgumentError(
+                "min_score cannot be used on a keyword-only query (alpha 0 or no vectors)"
+            )
+        n = len(self._ids)
+        grouped = plan.group_by is not None
+        want = n if grouped else plan.top_k  # grouping needs every member hit
+        depth = max(plan.depth, n) if grouped else plan.depth
+        deep = depth
+        if plan.fusion == "score" and 0.0 < plan.alpha < 1.0:
+            deep = max(depth, SCORE_FUSION_MIN_DEPTH)
+        v_rows, v_scores, k_rows, k_scores = self.candidate_lists(
+            plan, q if use_v else None, terms, deep
+        )
+        if v_rows.size and not k_rows.size:
+            rows = v_rows[:depth]
+        elif k_rows.size and not v_rows.size:
+            rows = k_rows[:depth]
+        else:
+            rows = fuse(
+                plan.fusion, v_rows, v_scores, k_rows, k_scores, plan.alpha, SCORE_NORMALISATION
+            )
+        if rows.size == 0:
+            return []
+        scores = self.cosine_scores(q if use_v else None, rows)
+        out = []
+        for r, s in zip(rows.tolist(), scores.tolist()):
+            if plan.min_score is not None and s < plan.min_score:
+                continue
+            out.append((r, float(s)))
+            if len(out) >= want:
+                break
+        return out
+
+    def result_doc(self, row: int, score: float, index_name: str | None) -> QueryResultDocumentInfo:
+        """The hit for ``row`` (hold ``_lock``)."""
+        d = self._doc(row)
+        return QueryResultDocumentInfo(d.id, d.text, d.metadata, score, index_name, d.payload)
+
+
+def _timed(result: SearchResult, start: float) -> SearchResult:
+    ms = int(round((time.perf_counter() - start) * 1000.0))
+    return SearchResult(result.docs, result.query, result.index_name, ms, result.model_id)
+
+
+def group_hits(
+    docs: list[QueryResultDocumentInfo], group_by: ParentGrouping
+) -> list[QueryResultDocumentInfo]:
+    """§3.7 in query: units of hit members; score = best member score, position = best member's."""
+    parents = [(d.metadata or {}).get(group_by.parent_field) for d in docs]
+    units = group_units(parents, [d.id for d in docs])
+    out = []
+    for unit in units:
+        members = order_members(
+            unit.members, [(d.metadata or {}).get(group_by.order_field) for d in docs]
+        )
+        first = docs[members[0]]
+        out.append(
+            QueryResultDocumentInfo(
+                unit.key,
+                "\n".join(docs[m].text for m in members),
+                first.metadata,
+                max(docs[m].score for m in unit.members),
+                first.index_name,
+                first.payload,
+            )
+        )
+    return out
+
+
+def _group_documents(
+    docs: list[DocumentInfo], group_by: ParentGrouping, sort_by: str | None, ascending: bool
+) -> list[DocumentInfo]:
+    parents = [(d.metadata or {}).get(group_by.parent_field) for d in docs]
+    units = group_units(parents, [d.id for d in docs])
+    order_vals = [(d.metadata or {}).get(group_by.order_field) for d in docs]
+    out = []
+    for unit in units:
+        members = order_members(unit.members, order_vals)
+        first = docs[members[0]]
+        out.append(
+            DocumentInfo(
+                unit.key,
+                "\n".join(docs[m].text for m in members),
+                first.metadata,
+                None,
+                first.payload,
+            )
+        )
+    if sort_by is not None:
+        order = sort_rows([(d.metadata or {}).get(sort_by) for d in out], ascending)
+        out = [out[i] for i in order]
+    return out
