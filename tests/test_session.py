@@ -49,7 +49,9 @@ async def _session(name: str = "s", n: int = 0, seed: int = 0):  # type: ignore[
     return client, s
 
 
-def naive_bm25(texts: dict[str, str], query: str, k1: float = 1.2, b: float = 0.75) -> dict[str, float]:
+def naive_bm25(
+    texts: dict[str, str], query: str, k1: float = 1.2, b: float = 0.75
+) -> dict[str, float]:
     toks = {d: analyze(t) for d, t in texts.items()}
     n = len(toks)
     avgdl = sum(len(t) for t in toks.values()) / max(n, 1)
@@ -195,7 +197,10 @@ def test_query_edge_cases() -> None:
                 await s.query("x", QueryOptions(embedding=[float("nan")] * DIM, alpha=alpha))
             with pytest.raises(InvalidArgumentError) as e:
                 await s.query("x", QueryOptions(embedding=[0.1] * (DIM + 1), alpha=alpha))
-            assert e.value.detail == f"Invalid embedding length: expected {DIM} but received {DIM + 1}."
+            assert (
+                e.value.detail
+                == f"Invalid embedding length: expected {DIM} but received {DIM + 1}."
+            )
         bad = [
             QueryOptions(top_k=-1), QueryOptions(alpha=1.5), QueryOptions(min_score=-0.1),
             QueryOptions(candidate_depth=0), QueryOptions(alpha=float("nan")),
@@ -221,7 +226,9 @@ def test_custom_model_validation_is_all_or_nothing() -> None:
         with pytest.raises(InvalidArgumentError, match="x2"):
             await s.add_docs([DocumentInfo("x1", "a", embedding=v), DocumentInfo("x2", "b")])
         with pytest.raises(InvalidArgumentError) as e:
-            await s.add_docs([DocumentInfo("x1", "a", embedding=v), DocumentInfo("0", "b", embedding=[1.0])])
+            await s.add_docs(
+                [DocumentInfo("x1", "a", embedding=v), DocumentInfo("0", "b", embedding=[1.0])]
+            )
         assert e.value.detail == f"Invalid embedding length: expected {DIM} but received 1."
         with pytest.raises(InvalidArgumentError):
             await s.add_docs([DocumentInfo("x3", "a", embedding=[float("inf")] * DIM)])
@@ -237,7 +244,7 @@ def test_group_by_in_query_and_get_docs() -> None:
         docs = []
         for p in range(3):
             for c in (2, 0, 1):
-                v = base + 0.01 * unit_vectors(1, DIM, 10 * p + c)[0]
+                v = base + 0.01 * unit_vectors(1, DIM, 1000 + 10 * p + c)[0]
                 docs.append(
                     DocumentInfo(f"p{p}#{c}", f"part {c} of {p}", {"parentId": f"p{p}", "ord": str(c)},
                                  (v / np.linalg.norm(v)).tolist())
@@ -248,7 +255,9 @@ def test_group_by_in_query_and_get_docs() -> None:
         units = await s.get_docs(GetDocumentsOptions(group_by=g))
         assert [u.id for u in units] == ["p0", "p1", "p2", "solo"]
         assert units[0].text == "part 0 of 0\npart 1 of 0\npart 2 of 0"
-        res = await s.query("", QueryOptions(embedding=base.tolist(), top_k=2, alpha=1.0, group_by=g))
+        res = await s.query(
+            "", QueryOptions(embedding=base.tolist(), top_k=2, alpha=1.0, group_by=g)
+        )
         assert len(res.docs) == 2 and res.docs[0].id == "solo"
 
     run(go())

@@ -190,8 +190,10 @@ class Engine:
 
     # ------------------------------------------------------------------ writes
 
-    def add_documents(self, docs: Sequence[DocumentInfo], *, upsert: bool = True) -> tuple[int, int]:
-        """Insert or replace ``docs`` (already normalised). All or nothing; returns (added, updated)."""
+    def add_documents(
+        self, docs: Sequence[DocumentInfo], *, upsert: bool = True
+    ) -> tuple[int, int]:
+        """Insert or replace normalised ``docs``, all or nothing; returns ``(added, updated)``."""
         with self._write_lock:
             plan, added, updated = self._plan_upsert(docs, upsert)
             if not plan:
@@ -240,7 +242,9 @@ class Engine:
             rows.append(v)
         return np.ascontiguousarray(np.stack(rows), dtype=np.float32)
 
-    def _apply(self, docs: list[DocumentInfo], vectors: np.ndarray, tokens: list[list[str]]) -> None:
+    def _apply(
+        self, docs: list[DocumentInfo], vectors: np.ndarray, tokens: list[list[str]]
+    ) -> None:
         if self.dimension is None:
             self.dimension = int(vectors.shape[1])
         if self._vectors is None:
@@ -330,7 +334,10 @@ class Engine:
         if with_embedding and self._vectors is not None:
             emb = self._vectors.get(np.asarray([row], dtype=np.int64))[0].tolist()
         return DocumentInfo(
-            doc_id, self._texts[row], dict(meta) if meta is not None else None, emb,
+            doc_id,
+            self._texts[row],
+            dict(meta) if meta is not None else None,
+            emb,
             self._payloads[row],
         )
 
@@ -599,7 +606,7 @@ class Engine:
 
 
 def _timed(result: SearchResult, start: float) -> SearchResult:
-    ms = int(round((time.perf_counter() - start) * 1000.0))
+    ms = round((time.perf_counter() - start) * 1000.0)
     return SearchResult(result.docs, result.query, result.index_name, ms, result.model_id)
 
 
@@ -609,11 +616,10 @@ def group_hits(
     """§3.7 in query: units of hit members; score = best member score, position = best member's."""
     parents = [(d.metadata or {}).get(group_by.parent_field) for d in docs]
     units = group_units(parents, [d.id for d in docs])
+    order_vals = [(d.metadata or {}).get(group_by.order_field) for d in docs]
     out = []
     for unit in units:
-        members = order_members(
-            unit.members, [(d.metadata or {}).get(group_by.order_field) for d in docs]
-        )
+        members = order_members(unit.members, order_vals)
         first = docs[members[0]]
         out.append(
             QueryResultDocumentInfo(

@@ -1,10 +1,10 @@
 """``SessionIndex``: a writable in-process index opened with ``await client.session(name)``.
 
-Every method is a coroutine. Short work runs inline on the event loop, because a thread hop costs
-more than the work itself (benchmarks/bench_session.py measures ``asyncio.to_thread`` against inline):
-a query, or adding a handful of short documents such as one conversation turn. Bulk adds, large
-reads and snapshot I/O run in a worker thread so the loop is never blocked for long. Writes of one
-session are serialised by an ``asyncio.Lock``; the :class:`~moss.engine.Engine` itself is
+Every method is a coroutine. Short work runs inline on the event loop, because a thread hop
+costs more than the work itself (benchmarks/bench_session.py measures ``asyncio.to_thread``
+against inline): a query, or adding a handful of short documents such as one conversation
+turn. Bulk adds, large reads and snapshot I/O run in a worker thread so the loop is never blocked
+for long. Writes of one session are serialised by an ``asyncio.Lock``; the :class:`~moss.engine.Engine` itself is
 thread-safe, so a query during an add sees the index before or after it, never half of it.
 """
 
@@ -224,7 +224,9 @@ class SessionIndex:
         def load() -> Engine:
             if not source.exists():
                 raise MossError(f"no session snapshot at {source}", code=DESERIALIZATION)
-            return Engine.from_snapshot(read_dir(source), rebuild_legacy=rebuild_legacy, name=self._name)
+            return Engine.from_snapshot(
+                read_dir(source), rebuild_legacy=rebuild_legacy, name=self._name
+            )
 
         async with self._write_lock:
             engine = await self._run(load, False)

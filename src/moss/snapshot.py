@@ -2,11 +2,11 @@
 
 A snapshot is four files (API.md §4.5)::
 
-    manifest.json   format name and version, model identity, counts, every file's size and CRC-32,
-                    and the table of arrays stored in arrays.bin (name, dtype, shape, offset)
-    docs.json       {"ids": [...], "texts": [...], "metadata": [...], "payloads": [...]} in index order
+    manifest.json   format name and version, model identity, counts, every file's size and
+                    CRC-32, and the table of arrays in arrays.bin (name, dtype, shape, offset)
+    docs.json       {"ids", "texts", "metadata", "payloads"}: parallel lists in index order
     vectors.f32     raw little-endian float32 matrix, one row per document, in the same order
-    arrays.bin      the keyword index and vector-graph arrays, each 64-byte aligned (memory-mappable)
+    arrays.bin      keyword-index and vector-graph arrays, each 64-byte aligned (memory-mappable)
 
 On disk (:func:`write_dir`) the files live in a fresh generation directory ``gen-<n>/``; a
 ``CURRENT`` file naming the live generation is then replaced atomically, so a crash mid-write leaves
@@ -67,7 +67,9 @@ class SnapshotData:
     payloads: list[str | None]
     vectors: np.ndarray | None  # (n, dimension) float32
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    model: dict[str, str] | None = None  # {"artifact_version", "manifest_sha256"} of built-in models
+    model: dict[str, str] | None = (
+        None  # {"artifact_version", "manifest_sha256"} of built-in models
+    )
     extra: dict[str, Any] = field(default_factory=dict)  # free-form (name, created_at, ...)
 
     @property
@@ -88,7 +90,12 @@ def _encode(data: SnapshotData) -> dict[str, bytes | memoryview]:
     if not (len(data.texts) == len(data.metadata) == len(data.payloads) == n):
         raise ValueError("snapshot columns have different lengths")
     docs = json.dumps(
-        {"ids": data.ids, "texts": data.texts, "metadata": data.metadata, "payloads": data.payloads},
+        {
+            "ids": data.ids,
+            "texts": data.texts,
+            "metadata": data.metadata,
+            "payloads": data.payloads,
+        },
         ensure_ascii=False,
         separators=(",", ":"),
     ).encode("utf-8")
@@ -185,9 +192,9 @@ def _decode(files: Mapping[str, bytes | memoryview | mmap.mmap]) -> SnapshotData
         for name, a in manifest["arrays"].items():
             dt = np.dtype(a["dtype"])
             count = int(np.prod(a["shape"], dtype=np.int64))
-            arrays[name] = np.frombuffer(arr_buf, dtype=dt, count=count, offset=a["offset"]).reshape(
-                a["shape"]
-            )
+            arrays[name] = np.frombuffer(
+                arr_buf, dtype=dt, count=count, offset=a["offset"]
+            ).reshape(a["shape"])
     except MossError:
         raise
     except (KeyError, TypeError, ValueError, UnicodeDecodeError) as e:

@@ -52,8 +52,9 @@ class DocumentInfo:
 
     ``payload`` is handed back unchanged; it is not embedded, indexed or filterable.
 
-    >>> DocumentInfo("1", "Ship the on-device SDK by Friday.", {"team": "sdk"})
-    DocumentInfo(id='1', text='Ship the on-device SDK by Friday.', metadata={'team': 'sdk'}, embedding=None, payload=None)
+    >>> d = DocumentInfo("1", "Ship it by Friday.", {"team": "sdk"})
+    >>> (d.id, d.metadata, d.embedding, d.payload)
+    ('1', {'team': 'sdk'}, None, None)
     """
 
     id: str
@@ -65,7 +66,7 @@ class DocumentInfo:
 
 @dataclass
 class ParentGrouping:
-    """Merge documents sharing ``metadata[parent_field]`` into one unit ordered by ``order_field``."""
+    """Merge documents sharing ``metadata[parent_field]`` into one unit, ordered by a field."""
 
     parent_field: str
     order_field: str
@@ -341,13 +342,17 @@ def coerce_metadata_value(key: str, value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        return str(value)
+        return int.__repr__(value) if abs(value) < 10**4000 else _too_long(key)
     if isinstance(value, float):
-        return repr(value)
+        return float.__repr__(value)  # numpy floats too: "1.5", not "np.float64(1.5)"
     raise InvalidArgumentError(
         f"metadata value for {key!r} must be a string, number or boolean, "
         f"not {type(value).__name__}"
     )
+
+
+def _too_long(key: str) -> str:
+    raise InvalidArgumentError(f"metadata value for {key!r} is an integer too large to store")
 
 
 def coerce_metadata(metadata: object) -> Optional[dict[str, str]]:
