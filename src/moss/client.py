@@ -1,20 +1,41 @@
-"""``MossClient``: the entry point. Opens sessions and (see :mod:`moss.cloud`) talks to the cloud.
+"""``MossClient``: the entry point. Opens sessions, manages cloud indexes, queries loaded ones.
 
-The constructor does no I/O. Nothing touches the network unless a server URL is given
-(``server_url=`` or ``MOSS_SERVER_URL``); without one the "cloud" is an embedded on-disk store.
+A thin facade: cloud index management and jobs live in :mod:`moss.cloud` (one backend interface,
+an embedded store or a ``moss serve`` server), loaded indexes in :mod:`moss.runtime`, sessions in
+:mod:`moss.session`. The constructor does no I/O. Nothing touches the network unless a server URL
+is given (``server_url=`` or ``MOSS_SERVER_URL``); without one the "cloud" is an embedded on-disk
+store.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import ClassVar
 
+from .cloud import CloudIndexes
 from .engine import CUSTOM, Engine
 from .errors import NOT_FOUND, InvalidArgumentError, MossError
+from .jobs import JobHandle
+from .runtime import Runtime
 from .session import SessionIndex
 from .snapshot import SnapshotData
-from .types import PushIndexResult, validate_index_name
+from .types import (
+    Chunking,
+    DocsInput,
+    DocumentInfo,
+    GetDocumentsOptions,
+    IndexInfo,
+    JobStatusResponse,
+    LoadIndexesResult,
+    MutationOptions,
+    MutationResult,
+    PushIndexResult,
+    QueryOptions,
+    SearchResult,
+    validate_index_name,
+)
 
 __all__ = ["MossClient"]
 
@@ -51,6 +72,8 @@ class MossClient:
         self._server_url = server_url
         self._sessions: set[SessionIndex] = set()
         self._closed = False
+        self._cloud = CloudIndexes(self)
+        self._runtime = Runtime(self)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -113,11 +136,7 @@ class MossClient:
     async def _fetch_cloud_snapshot(self, name: str) -> SnapshotData | None:
         """The stored index ``name`` as a snapshot, or None if the cloud has no such index."""
         try:
-            from . import cloud
-        except ImportError:  # the cloud layer is optional at this stage of the package
-            return None
-        try:
-            return await cloud.fetch_snapshot(self, name)
+            return await self._cloud.fetch_snapshot(name)
         except MossError as e:
             if e.code == NOT_FOUND:
                 return None
@@ -125,11 +144,173 @@ class MossClient:
 
     async def _push_snapshot(self, name: str, data: SnapshotData) -> PushIndexResult:
         self._check_open()
-        try:
-            from . import cloud
-        except ImportError as e:
-            raise MossError("push_index needs the cloud layer (moss.cloud)", code="INTERNAL") from e
-        return await cloud.push_snapshot(self, name, data)
+        return await self._cloud.push_snapshot(name, data)
+
+    # -------------------------------------------------------------- cloud indexes
+
+    async def create_index(
+        self,
+        name: str,
+        docs: DocsInput,
+        model_id: str | None = None,
+        *,
+        wait: bool = True,
+        chunker: Callable[[str], list[str]] | None = None,
+        chunking: Chunking | None = None,
+    ) -> MutationResult | JobHandle:
+        """Build a new cloud index from ``docs`` (a job).
+
+        ``model_id=None`` means ``"custom"`` if any document has an embedding, else
+        ``"moss-minilm"``; built-in models embed on the store side.
+
+        Returns:
+            the :class:`MutationResult` once the job completed, or a :class:`JobHandle` with
+            ``wait=False``.
+
+        Raises:
+            AlreadyExistsError: the name is taken.
+            InvalidArgumentError: empty ``docs``, a bad name, model or document.
+            RuntimeError: the job failed (``wait=True``).
+        """
+        self._check_open()
+        return await self._cloud.create_index(
+            name, docs, model_id, wait=wait, chunker=chunker, chunking=chunking
+        )
+
+    async def add_docs(
+        self,
+        name: str,
+        docs: DocsInput,
+        options: MutationOptions | None = None,
+        *,
+        chunker: Callable[[str], list[str]] | None = None,
+        chunking: Chunking | None = None,
+    ) -> MutationResult:
+        """Insert or update documents of a cloud index (a job; returns once it finished).
+
+        Raises:
+            MossError: code ``NOT_FOUND`` for an unknown index.
+            RuntimeError: the job failed.
+        """
+        self._check_open()
+        return await self._cloud.add_docs(name, docs, options, chunker=chunker, chunking=chunking)
+
+    async def delete_docs(self, name: str, doc_ids: list[str]) -> MutationResult:
+        """Remove documents by id (unknown ids ignored; an empty list is invalid); waits."""
+        self._check_open()
+        return await self._cloud.delete_docs(name, doc_ids)
+
+    async def get_docs(
+        self, name: str, options: GetDocumentsOptions | None = None
+    ) -> list[DocumentInfo]:
+        """Stored documents of a cloud index (``embedding`` is None), filtered/sorted/grouped."""
+        self._check_open()
+        return await self._cloud.get_docs(name, options)
+
+    async def get_index(self, name: str) -> IndexInfo:
+        """One cloud index. Unknown name: ``MossError`` code ``NOT_FOUND``."""
+        self._check_open()
+        return await self._cloud.get_index(name)
+
+    async def list_indexes(self) -> list[IndexInfo]:
+        """All cloud indexes of the project, sorted by name."""
+        self._check_open()
+        return await self._cloud.list_indexes()
+
+    async def delete_index(self, name: str) -> bool:
+        """Delete a cloud index (loaded copies stay queryable until unloaded)."""
+        self._check_open()
+        return await self._cloud.delete_index(name)
+
+    async def get_job_status(self, job_id: str) -> JobStatusResponse:
+        """A job's state. Unknown job: ``NOT_FOUND``."""
+        self._check_open()
+        return await self._cloud.get_job_status(job_id)
+
+    async def wait_for_job(
+        self,
+        job_id: str,
+        *,
+        poll_interval_seconds: float = 2.0,
+        timeout_seconds: float = 1800.0,
+    ) -> JobStatusResponse:
+        """Wait until the job completes (returns as soon as it does).
+
+        Raises:
+            RuntimeError: ``Moss job {job_id} failed: {error}``.
+            TimeoutError: ``Moss job {job_id} did not finish within {timeout}s``.
+        """
+        self._check_open()
+        return await self._cloud.wait_for_job(
+            job_id, poll_interval_seconds=poll_interval_seconds, timeout_seconds=timeout_seconds
+        )
+
+    # -------------------------------------------------------------- loaded indexes
+
+    async def load_index(
+        self,
+        name: str,
+        auto_refresh: bool = False,
+        polling_interval_in_seconds: float = 600,
+        cache_path: str | None = None,
+    ) -> str:
+        """Copy a cloud index into memory (or re-check a loaded one) and warm its model.
+
+        Raises:
+            MossError: propagated unchanged (``NOT_FOUND``, ``NETWORK`` with no cached snapshot).
+            RuntimeError: ``Failed to load index '{name}': ...`` for any other failure.
+        """
+        self._check_open()
+        return await self._runtime.load_index(
+            name, auto_refresh, polling_interval_in_seconds, cache_path
+        )
+
+    async def load_indexes(
+        self,
+        names: list[str],
+        auto_refresh: bool = False,
+        polling_interval_in_seconds: float = 600,
+        cache_path: str | None = None,
+    ) -> LoadIndexesResult:
+        """Load several indexes, at most 8 at a time; successes are kept when others fail."""
+        self._check_open()
+        return await self._runtime.load_indexes(
+            names, auto_refresh, polling_interval_in_seconds, cache_path
+        )
+
+    async def unload_index(self, name: str) -> None:
+        """Drop the in-memory copy and its poller (ignored if not loaded)."""
+        self._check_open()
+        self._runtime.unload(name)
+
+    async def unload_indexes(self, names: list[str]) -> None:
+        """:meth:`unload_index` for each name."""
+        self._check_open()
+        for name in names:
+            self._runtime.unload(name)
+
+    async def was_served_stale(self, name: str) -> bool:
+        """True while ``name`` is served from a cached snapshot because the backend was
+        unreachable. Not loaded: ``RuntimeError``."""
+        self._check_open()
+        return self._runtime.was_served_stale(name)
+
+    async def query(
+        self, name: str, query: str, options: QueryOptions | None = None
+    ) -> SearchResult:
+        """Search a loaded index (top_k 5, alpha 0.8). Not loaded: ``NOT_FOUND``."""
+        self._check_open()
+        return self._runtime.query(name, query, options)
+
+    async def query_multi_index(
+        self,
+        names: Sequence[str | SessionIndex],
+        query: str,
+        options: QueryOptions | None = None,
+    ) -> SearchResult:
+        """One ranking over loaded indexes and this client's sessions (top_k 10, alpha 0.8)."""
+        self._check_open()
+        return self._runtime.query_multi(names, query, options)
 
     def _forget_session(self, session: SessionIndex) -> None:
         self._sessions.discard(session)
@@ -140,9 +321,11 @@ class MossClient:
         """Release sessions and loaded indexes and stop pollers. Idempotent."""
         if self._closed:
             return
+        self._runtime.close()
         for s in list(self._sessions):
             await s.close()
         self._closed = True
+        await asyncio.to_thread(self._cloud.close)
 
     async def __aenter__(self) -> MossClient:
         return self
@@ -164,10 +347,12 @@ class MossClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._runtime.close()
         for s in list(self._sessions):
             s._closed = True
         self._sessions.clear()
         self._closed = True
+        self._cloud.close()
 
 
 def _check_model_id(model_id: object) -> str:

@@ -1,0 +1,214 @@
+"""The HTTP backend: an ``httpx`` client of a ``moss serve`` server.
+
+Requests carry the project id and key (``X-Moss-Project-Id``, ``Authorization: Bearer``); the key
+is shown to nobody else. Error responses are rebuilt into the exception class the server raised
+(:func:`moss.errors.error_from_code`), so code catching ``AlreadyExistsError`` or checking
+``e.code == "NOT_FOUND"`` behaves the same as with the embedded store. Transport failures
+(refused connection, timeout, reset) become ``MossError(code="NETWORK")``.
+
+Snapshots download straight into one preallocated buffer (the server sends ``Content-Length``),
+and a download names the version already held (``If-None-Match``) so an unchanged index costs one
+small request and no transfer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ..errors import DESERIALIZATION, NETWORK, UNAUTHORIZED, MossError
+from ..types import DocumentInfo, GetDocumentsOptions, IndexInfo
+from .wire import (
+    JobRecord,
+    docs_from_json,
+    error_from_body,
+    index_from_json,
+    job_from_json,
+    options_to_json,
+)
+
+__all__ = ["CONNECT_TIMEOUT_S", "HttpBackend"]
+
+CONNECT_TIMEOUT_S = 3.0
+READ_TIMEOUT_S = 120.0
+_OCTET = {"Content-Type": "application/octet-stream"}
+_UPLOAD_CHUNK = 4 << 20
+
+
+def _chunks(data: bytes) -> Iterator[bytes]:
+    # httpx sends one large bytes body several times slower than the same bytes in a few large
+    # chunks (measured: 200 MiB over loopback, 3.7 s against 0.45 s), so uploads are chunked.
+    view = memoryview(data)
+    for start in range(0, len(view), _UPLOAD_CHUNK):
+        yield bytes(view[start : start + _UPLOAD_CHUNK])
+
+
+def _upload(data: bytes) -> dict[str, Any]:
+    """Request arguments sending ``data`` as a binary body with its length declared."""
+    return {
+        "content": _chunks(data),
+        "headers": {**_OCTET, "Content-Length": str(len(data))},
+    }
+
+
+def _path(name: str) -> str:
+    # Dots are encoded too, so "." and ".." reach the server as names (and are rejected there)
+    # instead of being resolved away as path segments.
+    return "/v1/indexes/" + quote(name, safe="").replace(".", "%2E")
+
+
+class HttpBackend:
+    """:class:`~moss.cloud.base.Backend` talking to ``moss serve`` at ``base_url``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        project_id: str,
+        project_key: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers={
+                "X-Moss-Project-Id": project_id,
+                "Authorization": f"Bearer {project_key}",
+                "User-Agent": "moss-python",
+            },
+            timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+            transport=transport,
+        )
+
+    # -------------------------------------------------------------- plumbing
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._client.request(method, url, **kwargs)
+        except httpx.TransportError as e:
+            raise self._network(e) from e
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response
+
+    def _network(self, e: Exception) -> MossError:
+        return MossError(
+            f"cannot reach the moss server at {self.base_url}: {type(e).__name__}",
+            code=NETWORK,
+            detail=str(e),
+        )
+
+    def _error(self, response: httpx.Response) -> MossError:
+        try:
+            err = error_from_body(response.json())
+        except ValueError:
+            err = None
+        if err is not None:
+            return err
+        if response.status_code == 401:
+            return MossError("the server rejected the project credentials", code=UNAUTHORIZED)
+        return MossError(
+            f"unexpected response from the moss server: HTTP {response.status_code}",
+            code=DESERIALIZATION,
+            detail=response.text[:500],
+        )
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError as e:
+            raise MossError(
+                "the moss server sent a response that is not JSON", code=DESERIALIZATION
+            ) from e
+
+    def _job(self, response: httpx.Response) -> JobRecord:
+        return job_from_json(self._json(response))
+
+    # -------------------------------------------------------------- jobs
+
+    def create_index(self, name: str, model_id: str, batch: bytes) -> JobRecord:
+        r = self._request("POST", _path(name), params={"model_id": model_id}, **_upload(batch))
+        return self._job(r)
+
+    def add_docs(self, name: str, batch: bytes) -> JobRecord:
+        return self._job(self._request("POST", _path(name) + "/docs", **_upload(batch)))
+
+    def delete_docs(self, name: str, ids: list[str]) -> JobRecord:
+        body = json.dumps({"ids": ids}).encode("utf-8")
+        return self._job(
+            self._request(
+                "POST",
+                _path(name) + "/docs/delete",
+                content=body,
+                headers={"Content-Type": "application/json"},
+            )
+        )
+
+    def push(self, name: str, snapshot: bytes) -> JobRecord:
+        return self._job(self._request("PUT", _path(name) + "/snapshot", **_upload(snapshot)))
+
+    def get_job(self, job_id: str, wait: float = 0.0) -> JobRecord:
+        params = {"wait": f"{wait:.3f}"} if wait > 0 else None
+        timeout = httpx.Timeout(READ_TIMEOUT_S + wait, connect=CONNECT_TIMEOUT_S)
+        url = "/v1/jobs/" + quote(job_id, safe="")
+        return self._job(self._request("GET", url, params=params, timeout=timeout))
+
+    # -------------------------------------------------------------- reads
+
+    def get_index(self, name: str) -> IndexInfo:
+        return index_from_json(self._json(self._request("GET", _path(name))))
+
+    def list_indexes(self) -> list[IndexInfo]:
+        body = self._json(self._request("GET", "/v1/indexes"))
+        if not isinstance(body, list):
+            raise MossError("the moss server sent a malformed index list", code=DESERIALIZATION)
+        return [index_from_json(i) for i in body]
+
+    def delete_index(self, name: str) -> bool:
+        return bool(self._json(self._request("DELETE", _path(name))).get("deleted", False))
+
+    def get_docs(self, name: str, options: GetDocumentsOptions | None) -> list[DocumentInfo]:
+        body = json.dumps(options_to_json(options)).encode("utf-8")
+        r = self._request(
+            "POST",
+            _path(name) + "/docs/query",
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
+        return docs_from_json(self._json(r))
+
+    def download(self, name: str, if_version: str | None = None) -> tuple[str, Any]:
+        headers = {"If-None-Match": f'"{if_version}"'} if if_version is not None else {}
+        try:
+            with self._client.stream("GET", _path(name) + "/snapshot", headers=headers) as r:
+                version = r.headers.get("x-moss-version", "")
+                if r.status_code == 304:
+                    return version or (if_version or ""), None
+                if r.status_code >= 400:
+                    r.read()
+                    raise self._error(r)
+                size = int(r.headers.get("content-length") or 0)
+                buf = bytearray(size)
+                view = memoryview(buf)
+                filled = 0
+                for chunk in r.iter_raw(4 << 20):
+                    end = filled + len(chunk)
+                    if end > len(buf):  # no or wrong Content-Length: grow
+                        view.release()
+                        buf.extend(b"\0" * (end - len(buf)))
+                        view = memoryview(buf)
+                    view[filled:end] = chunk
+                    filled = end
+                view.release()
+        except httpx.TransportError as e:
+            raise self._network(e) from e
+        if filled != len(buf):
+            raise MossError(f"the download of index {name!r} was truncated", code=DESERIALIZATION)
+        return version, buf
+
+    def close(self) -> None:
+        self._client.close()

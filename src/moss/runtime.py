@@ -1,0 +1,529 @@
+"""Loaded indexes: in-memory copies of cloud indexes, refreshed and queried locally (API.md §3.11).
+
+A :class:`Runtime` belongs to one ``MossClient``. Each loaded index is an entry holding an
+:class:`~moss.engine.Engine` and the cloud version it was built from.
+
+* **Version check first.** Every load or refresh asks the backend for the current version and
+  names the one already held (``if_version``); if it is unchanged nothing is transferred.
+* **Hot swap.** A changed version is downloaded and built into a new engine off to the side, then
+  the entry's engine reference is replaced in one assignment. A query takes the reference once,
+  so running queries finish on the old copy and none ever sees a half-built one.
+* **Pollers** are daemon threads (one per index with ``auto_refresh``, or while served stale), so
+  they keep working whichever event loop, if any, the caller runs; ``unload``/``close`` stop them.
+* **Cache.** With a ``cache_path`` a load writes the version as an atomic snapshot directory in
+  ``<cache_path>/<index name>/`` (recording the version and project); a later load whose version
+  check says "unchanged" reads that snapshot instead of downloading.
+* **Offline tolerance.** If the version check keeps failing with ``NETWORK`` for a few seconds and
+  a cached snapshot of this project's index exists, it is served, ``was_served_stale`` turns
+  True, and a poller swaps in the current version (clearing the flag) once the backend answers.
+  ``NOT_FOUND`` and ``UNAUTHORIZED`` are never masked by the cache.
+
+``query_multi_index`` (§3.4) searches several loaded indexes and the client's sessions as one: the
+query is embedded once, per-index vector and keyword candidates are merged into global lists and
+fused once, so ``top_k``, ``filter`` and ``min_score`` are global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .engine import (
+    CUSTOM,
+    SCORE_FUSION_MIN_DEPTH,
+    SCORE_NORMALISATION,
+    Engine,
+    group_hits,
+    validate_query_options,
+)
+from .errors import INTERNAL, NETWORK, NOT_FOUND, InvalidArgumentError, MossError
+from .fusion import fuse
+from .snapshot import SnapshotData, current_generation, read_dir, unpack, write_dir
+from .types import LoadIndexesResult, QueryOptions, SearchResult, validate_index_name
+
+if TYPE_CHECKING:
+    from .client import MossClient
+    from .session import SessionIndex
+
+__all__ = ["MAX_PARALLEL_LOADS", "Runtime"]
+
+log = logging.getLogger(__name__)
+
+MAX_PARALLEL_LOADS = 8
+OFFLINE_ATTEMPT_S = 3.0  # how long a version check retries a NETWORK error before giving up
+STALE_RETRY_S = 30.0  # longest wait between refresh attempts while served stale
+_RETRY_STEP_S = 0.25
+
+
+@dataclass
+class _Loaded:
+    """One loaded index. ``engine`` is swapped by assignment (see the module docstring)."""
+
+    name: str
+    engine: Engine
+    version: str
+    stale: bool = False
+    auto_refresh: bool = False
+    interval: float = 600.0
+    cache_dir: Path | None = None
+    poller: _Poller | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Poller(threading.Thread):
+    def __init__(self, runtime: Runtime, entry: _Loaded) -> None:
+        super().__init__(name=f"moss-refresh-{entry.name}", daemon=True)
+        self.runtime = runtime
+        self.entry = entry
+        self.stopped = threading.Event()
+
+    def period(self) -> float:
+        e = self.entry
+        return min(e.interval, STALE_RETRY_S) if e.stale else e.interval
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.period()):
+            if not self.runtime._refresh(self.entry, self):
+                break
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+class Runtime:
+    """The loaded indexes of one client (see the module docstring)."""
+
+    def __init__(self, client: MossClient) -> None:
+        self._client = client
+        self._loaded: dict[str, _Loaded] = {}
+        self._lock = threading.Lock()
+        self._load_locks: dict[str, threading.Lock] = {}
+
+    # -------------------------------------------------------------- loading
+
+    def _cache_dir(self, name: str, cache_path: str | None) -> Path | None:
+        from .session import safe_path_component
+
+        root = cache_path if cache_path is not None else self._client._cache_path
+        if root is None:
+            return None
+        return Path(os.path.abspath(root)) / safe_path_component(name)
+
+    def _check_version(self, name: str, if_version: str | None) -> tuple[str, Any]:
+        """``backend.download`` retrying transport errors for up to :data:`OFFLINE_ATTEMPT_S`."""
+        backend = self._client._cloud.backend
+        deadline = time.monotonic() + OFFLINE_ATTEMPT_S
+        while True:
+            try:
+                return backend.download(name, if_version)
+            except MossError as e:
+                if e.code != NETWORK or time.monotonic() + _RETRY_STEP_S > deadline:
+                    raise
+            time.sleep(_RETRY_STEP_S)
+
+    def _build(self, data: SnapshotData, name: str) -> Engine:
+        """An engine from a snapshot, with the model warmed (vectors are reused as stored)."""
+        if data.model_id == CUSTOM:
+            return Engine.from_snapshot(data, name=name)
+        from .embedding import get_embedder
+
+        embedder = get_embedder(data.model_id)
+        embedder.warm()
+        return Engine.from_snapshot(data, embedder=embedder, name=name)
+
+    def _cached_version(self, cache_dir: Path | None) -> str | None:
+        """The version recorded in this project's cached snapshot, or None."""
+        if cache_dir is None:
+            return None
+        try:
+            gen = current_generation(cache_dir)
+            if gen is None:
+                return None
+            manifest = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+            extra = manifest.get("extra") or {}
+            if extra.get("project_id") != self._client._project_id:
+                return None
+            version = extra.get("version")
+            return version if isinstance(version, str) else None
+        except (OSError, ValueError, MossError):
+            return None
+
+    def _write_cache(self, cache_dir: Path, data: SnapshotData, version: str) -> None:
+        data.extra = {**data.extra, "version": version, "project_id": self._client._project_id}
+        try:
+            write_dir(cache_dir, data)
+        except OSError as e:  # a cache that cannot be written must not fail the load
+            log.warning("could not write the snapshot cache %s: %s", cache_dir, e)
+
+    def load(
+        self,
+        name: str,
+        auto_refresh: bool = False,
+        polling_interval_in_seconds: float = 600,
+        cache_path: str | None = None,
+    ) -> str:
+        """Load or re-check ``name`` (blocking; see the module docstring)."""
+        validate_index_name(name)
+        interval = float(polling_interval_in_seconds)
+        if not interval > 0:
+            raise InvalidArgumentError(
+                f"polling_interval_in_seconds must be > 0, got {polling_interval_in_seconds!r}"
+            )
+        cache_dir = self._cache_dir(name, cache_path)
+        with self._lock:
+            lock = self._load_locks.setdefault(name, threading.Lock())
+        with lock:
+            current = self._loaded.get(name)
+            held = current.version if current is not None and not current.stale else None
+            cached = self._cached_version(cache_dir) if held is None else None
+            stale = False
+            engine: Engine | None = None
+            try:
+                version, blob = self._check_version(name, held or cached)
+            except MossError as e:
+                if e.code != NETWORK:
+                    raise
+                if current is not None:
+                    engine, version = current.engine, current.version
+                elif cached is not None and cache_dir is not None:
+                    engine, version = self._build(read_dir(cache_dir), name), cached
+                else:
+                    raise
+                stale = True
+            else:
+                if blob is None and current is not None and current.version == version:
+                    engine = current.engine  # also when it was served stale: it is current
+                    if cache_dir is not None and self._cached_version(cache_dir) != version:
+                        self._write_cache(cache_dir, engine.to_snapshot(name=name), version)
+                elif blob is None and cache_dir is not None:
+                    try:
+                        engine = self._build(read_dir(cache_dir), name)
+                    except MossError:  # a damaged cache: fetch the whole version
+                        version, blob = self._check_version(name, None)
+                if blob is not None:
+                    data = unpack(blob)
+                    engine = self._build(data, name)
+                    if cache_dir is not None:
+                        self._write_cache(cache_dir, data, version)
+            if engine is None:  # the backend said "unchanged" about a version we do not hold
+                raise MossError(f"index {name!r}: inconsistent version check", code=INTERNAL)
+            self._install(name, engine, version, stale, auto_refresh, interval, cache_dir)
+        return name
+
+    def _install(
+        self,
+        name: str,
+        engine: Engine,
+        version: str,
+        stale: bool,
+        auto_refresh: bool,
+        interval: float,
+        cache_dir: Path | None,
+    ) -> None:
+        with self._lock:
+            entry = self._loaded.get(name)
+            if entry is None:
+                entry = _Loaded(name, engine, version)
+                self._loaded[name] = entry
+            with entry.lock:
+                entry.engine = engine  # the hot swap: one reference assignment
+                entry.version = version
+                entry.stale = stale
+                entry.auto_refresh = bool(auto_refresh)
+                entry.interval = interval
+                entry.cache_dir = cache_dir
+                want = entry.auto_refresh or entry.stale
+                if want and entry.poller is None:
+                    entry.poller = _Poller(self, entry)
+                    entry.poller.start()
+                elif not want and entry.poller is not None:
+                    entry.poller.stop()
+                    entry.poller = None
+
+    def _refresh(self, entry: _Loaded, poller: _Poller) -> bool:
+        """One poll: swap in a newer version. Returns False when the poller should stop."""
+        name = entry.name
+        with self._lock:
+            lock = self._load_locks.setdefault(name, threading.Lock())
+        with lock:
+            if poller.stopped.is_set() or self._loaded.get(name) is not entry:
+                return False
+            try:
+                version, blob = self._client._cloud.backend.download(name, entry.version)
+                if blob is not None:
+                    data = unpack(blob)
+                    engine = self._build(data, name)
+                    if entry.cache_dir is not None:
+                        self._write_cache(entry.cache_dir, data, version)
+                    entry.engine = engine
+                    entry.version = version
+            except MossError as e:
+                if e.code == NOT_FOUND:  # deleted: keep serving the copy, stop polling
+                    log.info("index %r no longer exists; keeping the loaded copy", name)
+                    with entry.lock:
+                        entry.poller = None
+                    return False
+                if e.code != NETWORK:
+                    log.warning("refreshing index %r failed: %s", name, e)
+                return True
+            except Exception:
+                log.exception("refreshing index %r failed", name)
+                return True
+            with entry.lock:
+                entry.stale = False
+                if not entry.auto_refresh:
+                    entry.poller = None
+                    return False
+            return True
+
+    async def load_index(
+        self,
+        name: str,
+        auto_refresh: bool = False,
+        polling_interval_in_seconds: float = 600,
+        cache_path: str | None = None,
+    ) -> str:
+        try:
+            return await asyncio.to_thread(
+                self.load, name, auto_refresh, polling_interval_in_seconds, cache_path
+            )
+        except MossError:
+            raise
+        except Exception as e:
+            raise RuntimeError(f"Failed to load index '{name}': {e}") from e
+
+    async def load_indexes(
+        self,
+        names: Sequence[str],
+        auto_refresh: bool = False,
+        polling_interval_in_seconds: float = 600,
+        cache_path: str | None = None,
+    ) -> LoadIndexesResult:
+        if isinstance(names, (str, bytes)):
+            raise InvalidArgumentError("names must be a list of index names, not a single string")
+        unique = list(dict.fromkeys(names))
+        gate = asyncio.Semaphore(MAX_PARALLEL_LOADS)
+        failed: dict[str, str] = {}
+        codes: dict[str, str] = {}
+
+        async def one(name: str) -> bool:
+            async with gate:
+                try:
+                    await self.load_index(
+                        name, auto_refresh, polling_interval_in_seconds, cache_path
+                    )
+                    return True
+                except MossError as e:
+                    failed[name], codes[name] = str(e), e.code or INTERNAL
+                except Exception as e:
+                    failed[name], codes[name] = str(e), INTERNAL
+                return False
+
+        ok = await asyncio.gather(*(one(n) for n in unique))
+        loaded = [n for n, good in zip(unique, ok) if good]
+        return LoadIndexesResult(loaded, failed, codes)
+
+    def unload(self, name: str) -> None:
+        validate_index_name(name)
+        with self._lock:
+            entry = self._loaded.pop(name, None)
+        if entry is not None and entry.poller is not None:
+            entry.poller.stop()
+
+    def close(self) -> None:
+        with self._lock:
+            entries = list(self._loaded.values())
+            self._loaded.clear()
+        for e in entries:
+            if e.poller is not None:
+                e.poller.stop()
+
+    # -------------------------------------------------------------- queries
+
+    def _entry(self, name: object) -> _Loaded:
+        validate_index_name(name)
+        entry = self._loaded.get(str(name))
+        if entry is None:
+            raise MossError(
+                f"index '{name}' is not loaded; call load_index('{name}') or "
+                "load_indexes([...]) first",
+                code=NOT_FOUND,
+            )
+        return entry
+
+    def was_served_stale(self, name: str) -> bool:
+        validate_index_name(name)
+        entry = self._loaded.get(name)
+        if entry is None:
+            raise RuntimeError(f"index '{name}' is not loaded")
+        return entry.stale
+
+    def loaded_version(self, name: str) -> str:
+        """The cloud version the loaded copy of ``name`` was built from."""
+        return self._entry(name).version
+
+    def query(self, name: str, text: str, options: QueryOptions | None = None) -> SearchResult:
+        engine = self._entry(name).engine  # taken once: a concurrent swap cannot split a query
+        return engine.query(text, options, index_name=name)
+
+    def query_multi(
+        self, names: Sequence[str | SessionIndex], text: str, options: QueryOptions | None = None
+    ) -> SearchResult:
+        """One global ranking over loaded indexes and sessions (API.md §3.4, §4.3)."""
+        start = time.perf_counter()
+        targets = self._targets(names)
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"query must be a str, not {type(text).__name__}")
+        engines = [e for _, e in targets]
+        models = sorted({e.model_id for e in engines})
+        if len(models) > 1:
+            raise InvalidArgumentError(
+                f"query_multi_index needs indexes that share one model; got {', '.join(models)}"
+            )
+        dims = {e.dimension for e in engines if e.dimension is not None}
+        if len(dims) > 1:
+            raise InvalidArgumentError(
+                "query_multi_index needs indexes of one embedding dimension; got "
+                + ", ".join(str(d) for d in sorted(dims))
+            )
+        model_id = models[0]
+        plan = validate_query_options(options, next(iter(dims), None), default_top_k=10)
+        if plan.min_score is not None and plan.alpha == 0.0:
+            raise InvalidArgumentError("min_score cannot be used with alpha 0 (keyword-only query)")
+        blank = not text.strip()
+        if plan.top_k == 0 or (blank and plan.embedding is None):
+            return _result([], text, model_id, start)
+        q = plan.embedding
+        if q is None and plan.alpha > 0.0:
+            if model_id == CUSTOM:
+                raise InvalidArgumentError(
+                    "these indexes use custom embeddings and cannot embed text queries: "
+                    "pass QueryOptions(embedding=...) or use alpha=0"
+                )
+            q = _embedder(engines[0]).embed_query(text)
+        from .analysis import analyze
+
+        terms = analyze(text) if plan.alpha < 1.0 and not blank else []
+        with contextlib.ExitStack() as stack:
+            for e in sorted(set(engines), key=id):
+                stack.enter_context(e._lock)
+            docs = _search_many(targets, plan, q, terms)
+        if plan.group_by is not None:
+            docs = group_hits(docs, plan.group_by)[: plan.top_k]
+        return _result(docs, text, model_id, start)
+
+    def _targets(self, names: Sequence[str | SessionIndex]) -> list[tuple[str, Engine]]:
+        from .session import SessionIndex
+
+        if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
+            raise InvalidArgumentError("query_multi_index takes a list of index names or sessions")
+        if not names:
+            raise InvalidArgumentError("query_multi_index requires at least one index name")
+        out: list[tuple[str, Engine]] = []
+        seen: set[int] = set()
+        for item in names:
+            if isinstance(item, SessionIndex):
+                if item._client is not self._client:
+                    raise InvalidArgumentError(
+                        f"session {item.name!r} belongs to another MossClient"
+                    )
+                pair = (item.name, item.engine)
+            else:
+                pair = (str(item), self._entry(item).engine)
+            if id(pair[1]) not in seen:
+                seen.add(id(pair[1]))
+                out.append(pair)
+        return out
+
+
+def _embedder(engine: Engine) -> Any:
+    if engine.embedder is not None:
+        return engine.embedder
+    from .embedding import get_embedder
+
+    return get_embedder(engine.model_id)
+
+
+def _result(docs: list[Any], text: str, model_id: str, start: float) -> SearchResult:
+    ms = round((time.perf_counter() - start) * 1000.0)
+    return SearchResult(docs, text, None, ms, model_id)
+
+
+def _merge(parts: list[tuple[np.ndarray, np.ndarray]], depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate per-index (global ids, scores) and keep the best ``depth`` (ties by id)."""
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    ids = np.concatenate([p[0] for p in parts]).astype(np.int64)
+    scores = np.concatenate([p[1] for p in parts]).astype(np.float64)
+    order = np.lexsort((ids, -scores))[:depth]
+    return ids[order], scores[order]
+
+
+def _search_many(
+    targets: list[tuple[str, Engine]], plan: Any, q: np.ndarray | None, terms: list[str]
+) -> list[Any]:
+    """Engine._search over several engines with global candidate lists (hold every _lock)."""
+    engines = [e for _, e in targets]
+    use_v = plan.alpha > 0.0 and q is not None and any(e.has_vectors() for e in engines)
+    if plan.min_score is not None and not use_v:
+        raise InvalidArgumentError(
+            "min_score cannot be used on a keyword-only query (alpha 0 or no vectors)"
+        )
+    grouped = plan.group_by is not None
+    total = sum(int(e.live_rows().size) for e in engines) if grouped else 0
+    want = total if grouped else plan.top_k
+    depth = max(plan.depth, total) if grouped else plan.depth
+    deep = depth
+    if plan.fusion == "score" and 0.0 < plan.alpha < 1.0:
+        deep = max(depth, SCORE_FUSION_MIN_DEPTH)
+    v_parts, k_parts = [], []
+    offsets: list[int] = []
+    offset = 0
+    for e in engines:
+        v_rows, v_scores, k_rows, k_scores = e.candidate_lists(
+            plan, q if use_v else None, terms, deep
+        )
+        offsets.append(offset)
+        v_parts.append((v_rows + offset, v_scores))
+        k_parts.append((k_rows + offset, k_scores))
+        top = max(int(v_rows.max(initial=-1)), int(k_rows.max(initial=-1)))
+        offset += top + 1  # ids only need to be unique and keep each index's row order
+    v_ids, v_scores_all = _merge(v_parts, deep)
+    k_ids, k_scores_all = _merge(k_parts, deep)
+    if v_ids.size and not k_ids.size:
+        ids = v_ids[:depth]
+    elif k_ids.size and not v_ids.size:
+        ids = k_ids[:depth]
+    else:
+        ids = fuse(
+            plan.fusion, v_ids, v_scores_all, k_ids, k_scores_all, plan.alpha, SCORE_NORMALISATION
+        )
+    if ids.size == 0:
+        return []
+    bounds = np.asarray(offsets[1:], dtype=np.int64)
+    which = np.searchsorted(bounds, ids, side="right")
+    scores = np.zeros(ids.size, dtype=np.float64)
+    for i, e in enumerate(engines):
+        mask = which == i
+        if mask.any():
+            scores[mask] = e.cosine_scores(q if use_v else None, ids[mask] - offsets[i])
+    out = []
+    for gid, w, s in zip(ids.tolist(), which.tolist(), scores.tolist()):
+        if plan.min_score is not None and s < plan.min_score:
+            continue
+        name, engine = targets[w]
+        out.append(engine.result_doc(gid - offsets[w], float(s), name))
+        if len(out) >= want:
+            break
+    return out

@@ -1,0 +1,40 @@
+"""``python -m moss.server``: run the server, or create a project, without the CLI.
+
+::
+
+    python -m moss.server --data DIR [--host 127.0.0.1] [--port 7700]
+    python -m moss.server create-project --data DIR [--name NAME]    # prints JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import create_project, serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "create-project":
+        p = argparse.ArgumentParser(prog="python -m moss.server create-project")
+        p.add_argument("--data", required=True)
+        p.add_argument("--name")
+        ns = p.parse_args(args[1:])
+        project_id, key = create_project(ns.data, ns.name)
+        print(json.dumps({"project_id": project_id, "project_key": key}))
+        return 0
+    p = argparse.ArgumentParser(prog="python -m moss.server")
+    p.add_argument("--data", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7700)
+    p.add_argument("--log-level", default="warning")
+    ns = p.parse_args(args)
+    serve(ns.data, ns.host, ns.port, log_level=ns.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,338 @@
+"""The ``moss serve`` HTTP API: a thin Starlette layer over :class:`~moss.server.store.Store`.
+
+Every ``/v1`` endpoint authenticates the project (``X-Moss-Project-Id`` plus ``Authorization:
+Bearer <project_key>``) and acts only on that project's indexes and jobs. Metadata travels as JSON;
+snapshots and document batches travel as ``application/octet-stream`` in the snapshot container
+format (vectors as raw float32, never JSON numbers), streamed to and from disk.
+
+Index names appear in paths percent-encoded. The route is parsed from the *raw* path, so an
+encoded ``/`` stays inside the name and is rejected by the §3.9 name check (``..%2Fx`` ->
+``INVALID_ARGUMENT``) instead of being decoded into another route.
+
+Errors are ``{"error": {"code", "message", "detail"}}`` with a status per code; anything unexpected
+is logged here and answered with a generic ``INTERNAL`` body, never a stack trace.
+
+Endpoints (also in ``/openapi.json``)::
+
+    GET    /v1/indexes                        list indexes
+    POST   /v1/indexes/{name}?model_id=       create (body: document batch) -> job
+    GET    /v1/indexes/{name}                 index info
+    DELETE /v1/indexes/{name}                 delete
+    GET    /v1/indexes/{name}/snapshot        download the current version (If-None-Match)
+    PUT    /v1/indexes/{name}/snapshot        push: create or replace (body: snapshot) -> job
+    POST   /v1/indexes/{name}/docs            add documents (body: document batch) -> job
+    POST   /v1/indexes/{name}/docs/delete     delete documents (JSON {"ids": [...]}) -> job
+    POST   /v1/indexes/{name}/docs/query      get_docs (JSON options) -> documents
+    GET    /v1/jobs/{job_id}?wait=SECONDS     job state (optionally long-polling until finished)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, BinaryIO, TypeVar
+from urllib.parse import unquote
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..cloud.wire import (
+    JobRecord,
+    docs_to_json,
+    error_body,
+    index_to_json,
+    job_to_json,
+    options_from_json,
+)
+from ..errors import (
+    ALREADY_EXISTS,
+    DESERIALIZATION,
+    INTERNAL,
+    INVALID_ARGUMENT,
+    MODEL_UNAVAILABLE,
+    NOT_FOUND,
+    UNAUTHORIZED,
+    InvalidArgumentError,
+    MossError,
+)
+from .catalog import JobRow
+from .openapi import openapi_document
+from .store import Store, job_status
+
+__all__ = ["DEFAULT_MAX_JSON_BYTES", "DEFAULT_MAX_UPLOAD_BYTES", "create_app"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_MAX_UPLOAD_BYTES = 4 << 30
+DEFAULT_MAX_JSON_BYTES = 64 << 20
+_CHUNK = 4 << 20
+_MAX_WAIT_S = 30.0
+PROJECT_HEADER = "x-moss-project-id"
+
+_STATUS = {
+    INVALID_ARGUMENT: 400,
+    UNAUTHORIZED: 401,
+    NOT_FOUND: 404,
+    ALREADY_EXISTS: 409,
+    DESERIALIZATION: 422,
+    MODEL_UNAVAILABLE: 503,
+    INTERNAL: 500,
+}
+
+
+class _TooLarge(InvalidArgumentError):
+    status = 413
+
+
+def _error(err: MossError) -> JSONResponse:
+    status = getattr(err, "status", None) or _STATUS.get(err.code or INTERNAL, 500)
+    return JSONResponse(error_body(err), status_code=status)
+
+
+class _Changes:
+    """Lets async long-polls wait for the job runner thread without holding a worker thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.event = asyncio.Event()
+
+    def fire(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self.loop.call_soon_threadsafe(self._fire)
+
+    def _fire(self) -> None:
+        self.event.set()
+        self.event = asyncio.Event()
+
+
+def create_app(
+    data_dir: str | os.PathLike[str],
+    *,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES,
+) -> Starlette:
+    """The ASGI app serving the data directory ``data_dir`` (created if missing).
+
+    Args:
+        data_dir: the store's directory (catalog, blobs).
+        max_upload_bytes: largest accepted snapshot or document batch.
+        max_json_bytes: largest accepted JSON body.
+    """
+    store = Store(data_dir)
+    changes: list[_Changes] = []
+
+    def listener() -> None:
+        for c in list(changes):
+            c.fire()
+
+    store.listeners.append(listener)
+
+    async def call(fn: Callable[..., T], *args: Any) -> T:
+        return await run_in_threadpool(fn, *args)
+
+    async def authenticate(request: Request) -> str:
+        auth = request.headers.get("authorization", "")
+        key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+        project = request.headers.get(PROJECT_HEADER)
+        return await call(store.authenticate, project, key)
+
+    async def read_json(request: Request) -> Any:
+        body = bytearray()
+        async for chunk in _limited(request, max_json_bytes):
+            body += chunk
+        try:
+            return json.loads(body) if body else {}
+        except ValueError as e:
+            raise InvalidArgumentError(f"request body is not valid JSON: {e}") from e
+
+    async def upload(request: Request, job: JobRow) -> JobRow:
+        """Stream the body into the job's input blob, then validate and queue the job."""
+        try:
+            with store.input_writer(job) as f:
+                async for chunk in _limited(request, max_upload_bytes):
+                    f.write(chunk)
+        except BaseException as e:
+            await call(store.abort, job, e)
+            raise
+        return await call(store.finish, job)
+
+    def job_json(job: JobRow) -> JSONResponse:
+        return JSONResponse(job_to_json(JobRecord(job_status(job), job.index_name, job.doc_count)))
+
+    # ------------------------------------------------------------------ endpoints
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def list_indexes(request: Request) -> Response:
+        project = await authenticate(request)
+        infos = await call(store.list_indexes, project)
+        return JSONResponse([index_to_json(i) for i in infos])
+
+    async def job(request: Request) -> Response:
+        project = await authenticate(request)
+        job_id = request.path_params["job_id"]
+        try:
+            wait = min(float(request.query_params.get("wait", "0")), _MAX_WAIT_S)
+        except ValueError:
+            raise InvalidArgumentError("wait must be a number of seconds") from None
+        if not changes:
+            changes.append(_Changes(asyncio.get_running_loop()))
+        deadline = time.monotonic() + max(0.0, wait)
+        while True:
+            event = changes[0].event  # taken before the read, so no change is missed
+            row = await call(store.get_job, project, job_id)
+            left = deadline - time.monotonic()
+            if row.terminal or left <= 0:
+                return job_json(row)
+            with contextlib.suppress(asyncio.TimeoutError):
+                # A cap covers jobs finished by another process sharing the directory.
+                await asyncio.wait_for(event.wait(), min(left, 0.5))
+
+    async def index_resource(request: Request) -> Response:
+        project = await authenticate(request)
+        name, sub = _split(request)
+        method = request.method
+        if sub == () and method == "GET":
+            return JSONResponse(index_to_json(await call(store.get_index, project, name)))
+        if sub == () and method == "DELETE":
+            return JSONResponse({"deleted": await call(store.delete_index, project, name)})
+        if sub == () and method == "POST":
+            model_id = request.query_params.get("model_id")
+            job = await call(store.begin, project, name, "create", {"model_id": model_id})
+            return job_json(await upload(request, job))
+        if sub == ("snapshot",) and method == "GET":
+            return await download(request, project, name)
+        if sub == ("snapshot",) and method == "PUT":
+            job = await call(store.begin, project, name, "push")
+            return job_json(await upload(request, job))
+        if sub == ("docs",) and method == "POST":
+            job = await call(store.begin, project, name, "add")
+            return job_json(await upload(request, job))
+        if sub == ("docs", "delete") and method == "POST":
+            body = await read_json(request)
+            job = await call(store.begin, project, name, "delete")
+            data = json.dumps({"ids": body.get("ids") if isinstance(body, dict) else None})
+            try:
+                with store.input_writer(job) as f:
+                    f.write(data.encode("utf-8"))
+            except BaseException as e:
+                await call(store.abort, job, e)
+                raise
+            return job_json(await call(store.finish, job))
+        if sub == ("docs", "query") and method == "POST":
+            options = options_from_json(await read_json(request))
+            docs = await call(store.get_docs, project, name, options)
+            return JSONResponse(docs_to_json(docs))
+        raise MossError(f"no such endpoint: {method} {request.url.path}", code=NOT_FOUND)
+
+    async def download(request: Request, project: str, name: str) -> Response:
+        tag = request.headers.get("if-none-match")
+        if tag is not None:
+            tag = tag.strip().removeprefix("W/").strip('"')
+        version, f, size = await call(store.open_version, project, name, tag)
+        headers = {"ETag": f'"{version}"', "X-Moss-Version": version}
+        if f is None:
+            return Response(status_code=304, headers=headers)
+        headers["Content-Length"] = str(size)
+        return StreamingResponse(
+            _stream_file(f), media_type="application/octet-stream", headers=headers
+        )
+
+    # ------------------------------------------------------------------ errors
+
+    async def on_moss_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, MossError)
+        return _error(exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = NOT_FOUND if exc.status_code == 404 else INVALID_ARGUMENT
+        err = MossError(f"{exc.detail}: {request.method} {request.url.path}", code=code)
+        return JSONResponse(error_body(err), status_code=exc.status_code)
+
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        return Response(status_code=400)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error(MossError("internal server error", code=INTERNAL))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        changes.append(_Changes(asyncio.get_running_loop()))
+        try:
+            yield
+        finally:
+            await run_in_threadpool(store.close, drain=True, wait=True, timeout=30.0)
+
+    app = Starlette(
+        routes=[
+            Route("/openapi.json", openapi, methods=["GET"]),
+            Route("/healthz", health, methods=["GET"]),
+            Route("/v1/indexes", list_indexes, methods=["GET"]),
+            Route("/v1/jobs/{job_id}", job, methods=["GET"]),
+            Route(
+                "/v1/indexes/{rest:path}", index_resource, methods=["GET", "POST", "PUT", "DELETE"]
+            ),
+        ],
+        exception_handlers={
+            MossError: on_moss_error,
+            HTTPException: on_http_error,
+            ClientDisconnect: on_disconnect,
+            Exception: on_unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    return app
+
+
+def _split(request: Request) -> tuple[str, tuple[str, ...]]:
+    """Index name and sub-resource from the raw (still percent-encoded) path."""
+    raw = request.scope.get("raw_path") or request.scope["path"].encode("utf-8")
+    path = raw.decode("latin-1").split("?", 1)[0]
+    rest = path[len("/v1/indexes/") :]
+    parts = rest.split("/")
+    try:
+        name = unquote(parts[0], encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidArgumentError("index name is not valid UTF-8") from None
+    return name, tuple(parts[1:])
+
+
+async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge(f"request body exceeds the limit of {limit} bytes")
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            raise _TooLarge(f"request body exceeds the limit of {limit} bytes")
+        if chunk:
+            yield chunk
+
+
+async def _stream_file(f: BinaryIO) -> AsyncIterator[bytes]:
+    try:
+        while True:
+            chunk = await run_in_threadpool(f.read, _CHUNK)
+            if not chunk:
+                break
+            yield chunk
+    finally:
+        f.close()

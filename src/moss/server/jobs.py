@@ -1,0 +1,333 @@
+"""The job runner: one thread per store that applies queued jobs to indexes.
+
+A job never modifies a version in place. It builds the new index in memory, writes it as a new
+immutable blob, and then commits (one catalog transaction switches the index to the new version
+and completes the job). Anything that goes wrong before the commit — bad input, a missing model, a
+crash — leaves the index exactly as it was, and the job ``failed`` with a message.
+
+Indexes are handled *model-agnostically*: the runner loads a version as a custom-model
+:class:`~moss.engine.Engine` (vectors and index arrays as stored, no embedder) and, for built-in
+models, computes the vectors of new documents itself in batches, which is what lets it report
+``generating_embeddings`` progress. The model identity of the version (id, artifact, manifest) is
+carried alongside and written back into the new snapshot, so clients loading it reuse the vectors.
+
+The runner keeps the engine of each index's latest version it wrote (a small LRU), so a stream of
+``add_docs`` jobs on one index does not decode the whole index again for every job.
+
+Testing hook: ``MOSS_TEST_COMMIT_DELAY`` (seconds) makes the runner pause after writing a new
+version and before committing it, so crash tests can kill the process at the most delicate point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..engine import CUSTOM, Engine
+from ..errors import MossError
+from ..snapshot import SnapshotData, pack, unpack
+from ..types import DocumentInfo
+from .catalog import JobRow, VersionInfo
+from .storage import new_key
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = ["JobRunner", "load_engine"]
+
+log = logging.getLogger(__name__)
+
+_EMBED_BATCH = 64
+_CACHE_SIZE = 4
+_MAINTENANCE_S = 2.0
+Progress = Callable[[float, str], None]
+
+
+@dataclasses.dataclass
+class _Loaded:
+    """An index version held in memory by the runner."""
+
+    version: str | None
+    engine: Engine
+    model_id: str
+    model: dict[str, str] | None
+
+
+def load_engine(blob: Any) -> tuple[Engine, SnapshotData]:
+    """Decode a version blob into a model-agnostic engine (no embedder is loaded)."""
+    from ..cloud.wire import validate_columns
+
+    data = unpack(blob)
+    validate_columns(data)
+    view = dataclasses.replace(data, model_id=CUSTOM, model=None)
+    return Engine.from_snapshot(view), data
+
+
+def model_version(model_id: str, model: dict[str, str] | None, dimension: int | None) -> str:
+    """``IndexInfo.model.version``: the artifact of a built-in model, ``<dim>d`` for custom."""
+    if model_id == CUSTOM:
+        return f"{dimension}d" if dimension is not None else ""
+    return (model or {}).get("artifact_version", "")
+
+
+class JobRunner:
+    """Runs the store owner's queued jobs, one at a time, in submission order per index."""
+
+    def __init__(self, store: Store, *, idle_exit_s: float | None = None) -> None:
+        self.store = store
+        self.idle_exit_s = idle_exit_s  # None: run until stopped (the server)
+        self._thread: threading.Thread | None = None
+        self._running = False
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._drain = True
+        self._cache: OrderedDict[str, _Loaded] = OrderedDict()  # index id -> latest version
+
+    def wake(self) -> None:
+        """Signal new work, starting the thread if it is not running."""
+        with self._lock:
+            self._wake.set()
+            if not self._running and not self._stopping:
+                self._running = True
+                self._thread = threading.Thread(
+                    target=self._run, name=f"moss-jobs-{self.store.owner}", daemon=True
+                )
+                self._thread.start()
+
+    start = wake
+
+    def join(self, timeout: float | None = None) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, *, drain: bool = True) -> None:
+        """Stop when idle: after this owner's queued jobs (``drain``) or the current one."""
+        with self._lock:
+            self._drain = drain
+            self._stopping = True
+            self._wake.set()
+
+    def _run(self) -> None:
+        store = self.store
+        last_maintenance = idle_since = time.monotonic()
+        try:
+            while True:
+                self._wake.clear()  # before looking for work: a later wake() is never lost
+                stop_now = self._stopping and not self._drain
+                job = None if stop_now else store.catalog.claim_next(store.owner)
+                if job is not None:
+                    self._execute(job)
+                    idle_since = time.monotonic()
+                    continue
+                unfinished = store.catalog.count_unfinished(store.owner)
+                if self._stopping and (stop_now or unfinished == 0):
+                    break
+                now = time.monotonic()
+                if now - last_maintenance >= _MAINTENANCE_S:
+                    last_maintenance = now
+                    self._maintenance()
+                if self.idle_exit_s is not None and not unfinished:
+                    if now - idle_since >= self.idle_exit_s:
+                        with self._lock:
+                            if not self._wake.is_set() and not self._stopping:
+                                self._running = False
+                                return  # the next wake() starts a new thread
+                self._wake.wait(0.5)
+        except Exception:  # the catalog went away under us; nothing more can run
+            log.exception("moss job runner stopped unexpectedly")
+        finally:
+            with self._lock:
+                self._running = False
+            if store._closed:
+                store._finalize()
+
+    def _maintenance(self) -> None:
+        try:
+            self.store.recover()
+            self.store.collect(orphans=True)
+        except Exception:
+            log.exception("moss store maintenance failed")
+
+    # -------------------------------------------------------------- one job
+
+    def _execute(self, job: JobRow) -> None:
+        store = self.store
+        last = [0.0]
+
+        def progress(value: float, phase: str) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 0.1 or value >= 80:  # at most ~10 catalog writes a second
+                last[0] = now
+                store.catalog.update_job(job.id, round(value, 1), phase)
+
+        try:
+            if job.kind == "push":
+                self._push(job, progress)
+            elif job.kind == "delete":
+                self._delete(job, progress)
+            else:
+                self._upsert(job, progress)
+        except MossError as e:
+            self._fail(job, e.message)
+        except Exception as e:  # a bug or an OS error: never leak internals into the job record
+            log.exception("moss job %s failed", job.id)
+            self._fail(job, f"internal error ({type(e).__name__})")
+        finally:
+            try:  # before waking waiters, so a finished job has cleaned up after itself
+                store.collect()
+            except Exception:
+                log.exception("moss garbage collection failed")
+            store.notify()
+
+    def _fail(self, job: JobRow, message: str) -> None:
+        if job.index_id is not None:
+            self._cache.pop(job.index_id, None)
+        self.store.catalog.fail_job(job.id, message)
+
+    def _commit(
+        self,
+        job: JobRow,
+        progress: Progress,
+        base: _Loaded | None,
+        new: _Loaded,
+        *,
+        blob_from: str | None = None,
+        snapshot: SnapshotData | None = None,
+    ) -> None:
+        """Write the new version (or adopt the uploaded blob ``blob_from``) and switch to it."""
+        store = self.store
+        key = new_key("versions")
+        index_id = job.index_id or secrets.token_hex(16)
+        store.catalog.register_version(key, index_id, job)
+        progress(85, "uploading")
+        if blob_from is not None:
+            store.blobs.move(blob_from, key)
+        else:
+            assert snapshot is not None
+            store.blobs.put(key, pack(snapshot))
+        delay = float(os.environ.get("MOSS_TEST_COMMIT_DELAY") or 0)
+        if delay > 0:
+            progress(95, "cleanup")
+            time.sleep(delay)
+        engine = new.engine
+        info = VersionInfo(
+            key,
+            new.model_id,
+            model_version(new.model_id, new.model, engine.dimension),
+            engine.dimension,
+            engine.doc_count,
+        )
+        store.catalog.commit(job, base.version if base is not None else None, info)
+        row = store.catalog.get_index(job.project_id, job.index_name)
+        if row is not None:
+            self._cache[row.id] = dataclasses.replace(new, version=key)
+            self._cache.move_to_end(row.id)
+            while len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+
+    def _snapshot(self, job: JobRow, loaded: _Loaded) -> SnapshotData:
+        snap = loaded.engine.to_snapshot(name=job.index_name)
+        snap.model_id = loaded.model_id
+        snap.model = loaded.model
+        return snap
+
+    def _base(self, job: JobRow, progress: Progress) -> _Loaded:
+        """The index's current version in memory (from the runner's cache when it is current)."""
+        store = self.store
+        row = store.catalog.get_index(job.project_id, job.index_name)
+        if row is None or row.id != job.index_id:
+            raise MossError(
+                f"index {job.index_name!r} was deleted before the job ran", code="NOT_FOUND"
+            )
+        cached = self._cache.pop(row.id, None)
+        if cached is not None and cached.version == row.version:
+            return cached
+        if row.version is None:  # its first build failed: start from an empty index
+            return _Loaded(None, Engine(CUSTOM, row.dimension), row.model_id, None)
+        progress(5, "downloading")
+        engine, data = load_engine(store.blobs.read(row.version))
+        return _Loaded(row.version, engine, data.model_id, data.model)
+
+    # -------------------------------------------------------------- kinds
+
+    def _push(self, job: JobRow, progress: Progress) -> None:
+        assert job.input_key is not None
+        progress(10, "deserializing")
+        engine, data = load_engine(self.store.blobs.read(job.input_key))  # full validation
+        progress(60, "building_index")
+        new = _Loaded(None, engine, data.model_id, data.model)
+        self._commit(job, progress, None, new, blob_from=job.input_key)
+
+    def _delete(self, job: JobRow, progress: Progress) -> None:
+        assert job.input_key is not None
+        ids = json.loads(bytes(self.store.blobs.read(job.input_key)))["ids"]
+        base = self._base(job, progress)
+        progress(50, "building_index")
+        base.engine.delete(ids)
+        self._commit(job, progress, base, base, snapshot=self._snapshot(job, base))
+
+    def _upsert(self, job: JobRow, progress: Progress) -> None:
+        from ..cloud.wire import decode_batch
+
+        assert job.input_key is not None
+        progress(2, "deserializing")
+        docs, batch = decode_batch(self.store.blobs.read(job.input_key))
+        upsert = bool(batch.extra.get("upsert", True))
+        if job.kind == "create":
+            model_id = str(job.params["model_id"])
+            base = None
+            target = _Loaded(None, Engine(CUSTOM, batch.dimension), model_id, None)
+        else:
+            base = self._base(job, progress)
+            target = base
+        if target.model_id != CUSTOM:
+            target = self._embed(target, docs, progress)
+        progress(80, "building_index")
+        target.engine.add_documents(docs, upsert=upsert)
+        self._commit(job, progress, base, target, snapshot=self._snapshot(job, target))
+
+    def _embed(self, target: _Loaded, docs: list[DocumentInfo], progress: Progress) -> _Loaded:
+        """Embed ``docs`` in place with the built-in model (re-embedding the index first if its
+        vectors came from another artifact, so one index never mixes two models)."""
+        from ..embedding import get_embedder
+
+        embedder = get_embedder(target.model_id)
+        model = {
+            "artifact_version": embedder.artifact_version,
+            "manifest_sha256": embedder.manifest_sha256,
+        }
+        existing: list[DocumentInfo] = []
+        if (
+            target.engine.doc_count
+            and (target.model or {}).get("manifest_sha256") != model["manifest_sha256"]
+        ):
+            existing = target.engine.get_documents()
+        texts = [d.text for d in existing] + [d.text for d in docs]
+        vectors = np.empty((len(texts), embedder.dimension), dtype=np.float32)
+        for start in range(0, len(texts), _EMBED_BATCH):
+            chunk = texts[start : start + _EMBED_BATCH]
+            vectors[start : start + len(chunk)] = embedder.embed_documents(chunk)
+            progress(10 + 65 * (start + len(chunk)) / max(len(texts), 1), "generating_embeddings")
+        for d, v in zip(existing + docs, vectors):
+            d.embedding = v  # type: ignore[assignment]  # read-only view, never copied
+        if existing or target.engine.dimension is None:
+            engine = Engine(CUSTOM, embedder.dimension)
+            if existing:
+                engine.add_documents(existing)
+            return _Loaded(target.version, engine, target.model_id, model)
+        return _Loaded(target.version, target.engine, target.model_id, model)

@@ -1,0 +1,601 @@
+"""The storage engine behind both the embedded cloud and ``moss serve``.
+
+A :class:`Store` is one data directory::
+
+    <root>/catalog.sqlite3       projects, key hashes, indexes, versions, jobs (moss.server.catalog)
+    <root>/blobs/versions/<hex>  immutable index versions in the snapshot container format
+    <root>/blobs/uploads/<job>   job inputs (an uploaded snapshot, a document batch, ids to delete)
+    <root>/owners/<token>.lock   locked by each live process that runs jobs from this directory
+
+The embedded backend and the HTTP server call the same methods, so both behave identically. Every
+method takes the ``project_id`` it acts for and never touches another project's rows.
+
+**Jobs** (``create``, ``add``, ``delete``, ``push``) are submitted in three steps — :meth:`begin`
+(checks, job row in ``uploading``), writing the input blob, :meth:`finish` (validation, then
+``building``/``queued``) — and run by this store's :class:`~moss.server.jobs.JobRunner` thread. Each
+job belongs to the process that accepted it (its *owner*); when a process dies its lock file is
+released, and the next store to look (on start-up, then every few seconds) marks that owner's
+unfinished jobs failed. Several processes may share a directory: SQLite serialises the catalog, and
+the claim rule in the catalog keeps jobs on one index in submission order across processes.
+
+**Keys** are stored as salted scrypt hashes and compared with :func:`hmac.compare_digest`. Because
+scrypt is deliberately slow, a key that verified once is remembered as an HMAC under a per-process
+secret, so an authenticated request costs one HMAC, not one scrypt.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..errors import (
+    NOT_FOUND,
+    UNAUTHORIZED,
+    AlreadyExistsError,
+    InvalidArgumentError,
+    MossError,
+)
+from ..types import (
+    DocumentInfo,
+    GetDocumentsOptions,
+    IndexInfo,
+    JobPhase,
+    JobStatus,
+    JobStatusResponse,
+    ModelRef,
+    validate_index_name,
+)
+from .catalog import IndexRow, JobRow, SqliteCatalog
+from .storage import FileBlobStore
+
+__all__ = ["CATALOG_FILE", "Store", "acquire_store", "create_project", "release_store"]
+
+log = logging.getLogger(__name__)
+
+KINDS = ("create", "add", "delete", "push")
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+EMBEDDED_IDLE_EXIT_S = 5.0
+CATALOG_FILE = "catalog.sqlite3"
+_INTERRUPTED = "the job was interrupted: the process running it stopped before it finished"
+_VERSION_PREFIX = "versions/"
+
+
+def _hash_key(key: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(key.encode("utf-8"), salt=salt, **_SCRYPT)  # type: ignore[arg-type]
+
+
+def create_project(data_dir: str | os.PathLike[str], name: str | None = None) -> tuple[str, str]:
+    """Create a project in a server data directory and return ``(project_id, project_key)``.
+
+    The key is shown only here; the catalog keeps a salted scrypt hash of it.
+    """
+    project_id = "proj_" + secrets.token_hex(8)
+    key = "moss_" + secrets.token_urlsafe(32)
+    salt = secrets.token_bytes(16)
+    catalog = SqliteCatalog(Path(data_dir) / CATALOG_FILE)
+    try:
+        catalog.add_project(project_id, name, salt, _hash_key(key, salt))
+    finally:
+        catalog.close()
+    return project_id, key
+
+
+# ------------------------------------------------------------------------------ owner locks
+
+
+class _OwnerLock:
+    """An exclusive lock on ``<dir>/<token>.lock`` held for this process's lifetime."""
+
+    def __init__(self, folder: Path, token: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{token}.lock"
+        if os.name == "nt":
+            self._f = open(self.path, "a+b")
+            _lock_file(self._f)
+        else:
+            # Lock a temporary name, then rename: nobody can see the file unlocked and mistake
+            # this live process for a dead one.
+            tmp = folder / f".{token}.{os.getpid()}.tmp"
+            self._f = open(tmp, "a+b")
+            _lock_file(self._f)
+            os.replace(tmp, self.path)
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        self._f.close()
+
+
+def _lock_file(f: BinaryIO, *, blocking: bool = True) -> bool:
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            mode = msvcrt.LK_LOCK if blocking else msvcrt.LK_NBLCK  # type: ignore[attr-defined]
+            msvcrt.locking(f.fileno(), mode, 1)  # type: ignore[attr-defined]
+        else:
+            import fcntl
+
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        return True
+    except OSError:
+        return False
+
+
+def owner_alive(folder: Path, token: str) -> bool:
+    """Whether the process owning ``token`` still holds its lock (False also removes the file)."""
+    path = folder / f"{token}.lock"
+    try:
+        f = open(path, "r+b")
+    except OSError:
+        return False
+    with f:
+        if not _lock_file(f, blocking=False):
+            return True
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return False
+
+
+# ------------------------------------------------------------------------------ the store
+
+
+class Store:
+    """One data directory: catalog, blobs and a job runner. See the module docstring.
+
+    Args:
+        root: the data directory (created if missing).
+        run_jobs: run jobs in this process (False for tools that only read the catalog).
+        idle_exit_s: let the runner thread end after this many idle seconds (it restarts on the
+            next submission); None keeps it running, for its periodic maintenance (the server).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        run_jobs: bool = True,
+        idle_exit_s: float | None = None,
+    ) -> None:
+        from .jobs import JobRunner
+
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.catalog = SqliteCatalog(self.root / CATALOG_FILE)
+        self.blobs = FileBlobStore(self.root / "blobs")
+        self.owner = secrets.token_hex(8)
+        self._owners_dir = self.root / "owners"
+        self._owner_lock = _OwnerLock(self._owners_dir, self.owner)
+        self._changed = threading.Condition()
+        self.listeners: list[Callable[[], None]] = []  # called on every job state change
+        self._secret = secrets.token_bytes(32)
+        self._verified: dict[str, bytes] = {}
+        self._readers: OrderedDict[str, Any] = OrderedDict()  # version key -> Engine
+        self._readers_lock = threading.Lock()
+        self._refs = 0
+        self._closed = False
+        self._finalized = False
+        self._generation = 0  # bumped by notify(), so a waiter never misses a change
+        self.recover()
+        self.blobs.remove_temporaries()
+        self.collect(orphans=True)
+        self.runner = JobRunner(self, idle_exit_s=idle_exit_s) if run_jobs else None
+        if self.runner is not None and idle_exit_s is None:
+            self.runner.start()
+
+    # -------------------------------------------------------------- lifecycle
+
+    def close(self, *, drain: bool = True, wait: bool = True, timeout: float = 30.0) -> None:
+        """Stop the job runner (after running this process's queued jobs if ``drain``)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.runner is not None:
+            self.runner.stop(drain=drain)
+            if self.runner.is_alive():
+                if not wait:
+                    return  # the runner releases the directory when it has drained
+                self.runner.join(timeout)
+                if self.runner.is_alive():
+                    return
+        self._finalize()
+
+    def _finalize(self) -> None:
+        """Release the directory (once the runner has stopped; idempotent)."""
+        with _stores_lock:
+            if self._finalized:
+                return
+            self._finalized = True
+            if self in _draining:
+                _draining.remove(self)
+        self._owner_lock.release()
+        self.catalog.close()
+
+    def notify(self) -> None:
+        """Wake everything waiting for a job to change state."""
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+        for listener in list(self.listeners):
+            listener()
+
+    def recover(self) -> None:
+        """Fail the unfinished jobs of processes that died (their lock is free)."""
+        for owner in self.catalog.unfinished_owners() - {self.owner}:
+            if not owner_alive(self._owners_dir, owner):
+                failed = self.catalog.fail_owner(owner, _INTERRUPTED)
+                if failed:
+                    log.warning(
+                        "marked %d interrupted job(s) of a stopped process failed", len(failed)
+                    )
+                    self.notify()
+
+    def collect(self, *, orphans: bool = False) -> None:
+        """Delete superseded versions and finished jobs' inputs (and, with ``orphans``, blobs
+        the catalog does not know: a crash between writing a blob and registering it)."""
+        dead, inputs = self.catalog.collectable({self.owner})
+        gone_v = [k for k in dead if self.blobs.delete(k)]
+        gone_i = [k for k in inputs if self.blobs.delete(k)]
+        if gone_v or gone_i:
+            self.catalog.forget(gone_v, gone_i)
+        if orphans:
+            # List first, then read the catalog: a blob is registered before it is written, so
+            # anything listed that the catalog does not know afterwards is truly an orphan.
+            listed = self.blobs.keys("versions") + self.blobs.keys("uploads")
+            known = self.catalog.known_keys()
+            for key in listed:
+                if key not in known:
+                    self.blobs.delete(key)
+
+    # -------------------------------------------------------------- projects and auth
+
+    def ensure_project(self, project_id: str) -> None:
+        """Create a key-less project row (the embedded store does not check keys)."""
+        self.catalog.add_project(project_id, None, None, None)
+
+    def authenticate(self, project_id: str | None, key: str | None) -> str:
+        """Check a project's key in constant time; returns the project id.
+
+        Raises:
+            MossError: code ``UNAUTHORIZED`` for a missing, unknown or wrong credential.
+        """
+        if not project_id or not key:
+            raise MossError("missing project credentials", code=UNAUTHORIZED)
+        tag = hmac.new(self._secret, f"{project_id}\0{key}".encode(), "sha256").digest()
+        cached = self._verified.get(project_id)
+        if cached is not None and hmac.compare_digest(cached, tag):
+            return project_id
+        stored = self.catalog.project_key(project_id)
+        salt, expected = stored if stored is not None else (None, None)
+        if salt is None or expected is None:
+            _hash_key(key, b"\0" * 16)  # same work whether or not the project exists
+            raise MossError("invalid project credentials", code=UNAUTHORIZED)
+        if not hmac.compare_digest(_hash_key(key, salt), expected):
+            raise MossError("invalid project credentials", code=UNAUTHORIZED)
+        self._verified[project_id] = tag
+        return project_id
+
+    # -------------------------------------------------------------- indexes
+
+    def _row(self, project_id: str, name: str) -> IndexRow:
+        validate_index_name(name)
+        row = self.catalog.get_index(project_id, name)
+        if row is None:
+            raise MossError(f"index {name!r} not found", code=NOT_FOUND)
+        return row
+
+    def get_index(self, project_id: str, name: str) -> IndexInfo:
+        return _info(self._row(project_id, name))
+
+    def list_indexes(self, project_id: str) -> list[IndexInfo]:
+        return [_info(r) for r in self.catalog.list_indexes(project_id)]
+
+    def delete_index(self, project_id: str, name: str) -> bool:
+        validate_index_name(name)
+        if self.catalog.delete_index(project_id, name) is None:
+            raise MossError(f"index {name!r} not found", code=NOT_FOUND)
+        self.collect()
+        return True
+
+    def open_version(
+        self, project_id: str, name: str, if_version: str | None = None
+    ) -> tuple[str, BinaryIO | None, int]:
+        """The current version's id and an open stream of its blob (None if ``if_version``
+        is still current) and the blob size.
+
+        Raises:
+            MossError: ``NOT_FOUND`` if the index does not exist or has no completed version.
+        """
+        for _ in range(5):  # the version may be superseded and collected between the two reads
+            row = self._row(project_id, name)
+            if row.version is None:
+                raise MossError(f"index {name!r} has no completed version yet", code=NOT_FOUND)
+            version = row.version[len(_VERSION_PREFIX) :]
+            if if_version is not None and if_version == version:
+                return version, None, 0
+            try:
+                f = self.blobs.open(row.version)
+                return version, f, os.fstat(f.fileno()).st_size
+            except KeyError:
+                continue
+        raise MossError(f"index {name!r} changed too often to be read", code="INTERNAL")
+
+    def read_version(
+        self, project_id: str, name: str, if_version: str | None = None
+    ) -> tuple[str, Any]:
+        """Like :meth:`open_version` but returns the whole blob (memory-mapped) or None."""
+        for _ in range(5):
+            row = self._row(project_id, name)
+            if row.version is None:
+                raise MossError(f"index {name!r} has no completed version yet", code=NOT_FOUND)
+            version = row.version[len(_VERSION_PREFIX) :]
+            if if_version is not None and if_version == version:
+                return version, None
+            try:
+                return version, self.blobs.read(row.version)
+            except KeyError:
+                continue
+        raise MossError(f"index {name!r} changed too often to be read", code="INTERNAL")
+
+    def get_docs(
+        self, project_id: str, name: str, options: GetDocumentsOptions | None = None
+    ) -> list[DocumentInfo]:
+        """Stored documents (filter, sort, group as in a session), without embeddings."""
+        row = self._row(project_id, name)
+        if row.version is None:
+            return []
+        engine = self._reader(row.version)
+        return engine.get_documents(options)  # type: ignore[no-any-return]
+
+    def _reader(self, key: str) -> Any:
+        """A read-only engine of one immutable version (small LRU, never mutated)."""
+        from .jobs import load_engine
+
+        with self._readers_lock:
+            engine = self._readers.get(key)
+            if engine is not None:
+                self._readers.move_to_end(key)
+                return engine
+        engine, _ = load_engine(self.blobs.read(key))
+        with self._readers_lock:
+            self._readers[key] = engine
+            while len(self._readers) > 4:
+                self._readers.popitem(last=False)
+        return engine
+
+    # -------------------------------------------------------------- job submission
+
+    def begin(
+        self, project_id: str, name: str, kind: str, params: dict[str, Any] | None = None
+    ) -> JobRow:
+        """Check a submission up front and create its job (status ``uploading``)."""
+        validate_index_name(name)
+        if kind not in KINDS:
+            raise InvalidArgumentError(f"unknown job kind {kind!r}")
+        params = dict(params or {})
+        index_id = None
+        if kind == "create":
+            _check_model(params.get("model_id"))
+            if self.catalog.get_index(project_id, name) is not None:
+                raise AlreadyExistsError(f"index {name!r} already exists")
+        elif kind in ("add", "delete"):
+            index_id = self._row(project_id, name).id
+        job_id = secrets.token_hex(16)
+        return self.catalog.create_job(job_id, project_id, name, index_id, kind, self.owner, params)
+
+    def input_writer(self, job: JobRow) -> contextlib.AbstractContextManager[BinaryIO]:
+        """Where to write the job's input (published when the block exits cleanly)."""
+        return self.blobs.create(f"uploads/{job.id}")
+
+    def finish(self, job: JobRow) -> JobRow:
+        """Validate the uploaded input and queue the job; on failure the job is failed, its
+        input deleted, and the error raised."""
+        key = f"uploads/{job.id}"
+        try:
+            count, index_id = self._validate_input(job, key)
+            if index_id is not None and index_id != job.index_id:
+                self.catalog.set_job_index(job.id, index_id)
+            queued = self.catalog.queue_job(job.id, key, count)
+        except BaseException as e:
+            self.abort(job, e)
+            raise
+        if self.runner is not None:
+            self.runner.wake()
+        return queued
+
+    def abort(self, job: JobRow, error: BaseException) -> None:
+        """Fail a job whose submission did not complete."""
+        message = error.message if isinstance(error, MossError) else "upload interrupted"
+        self.catalog.fail_job(job.id, message)
+        self.blobs.delete(f"uploads/{job.id}")
+        self.notify()
+
+    def submit(
+        self,
+        project_id: str,
+        name: str,
+        kind: str,
+        data: bytes,
+        params: dict[str, Any] | None = None,
+    ) -> JobRow:
+        """All three submission steps for an input already in memory (embedded backend)."""
+        job = self.begin(project_id, name, kind, params)
+        try:
+            with self.input_writer(job) as f:
+                f.write(data)
+        except BaseException as e:
+            self.abort(job, e)
+            raise
+        return self.finish(job)
+
+    def _validate_input(self, job: JobRow, key: str) -> tuple[int, str | None]:
+        from ..cloud.wire import decode_batch, validate_columns
+        from ..engine import CUSTOM
+        from ..snapshot import unpack
+
+        blob = self.blobs.read(key)
+        if job.kind == "delete":
+            try:
+                ids = json.loads(bytes(blob))["ids"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise InvalidArgumentError('delete input must be {"ids": [...]}') from e
+            if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+                raise InvalidArgumentError("doc_ids must be a non-empty list of strings")
+            return len(ids), None
+        if job.kind == "push":
+            data = unpack(memoryview(blob))
+            validate_columns(data)
+            if data.doc_count == 0:
+                raise InvalidArgumentError(
+                    f"cannot push index {job.index_name!r}: it has no documents; "
+                    "add documents first"
+                )
+            _check_model(data.model_id)
+            return data.doc_count, None
+        docs, data = decode_batch(blob)
+        if job.kind == "create":
+            model = str(job.params["model_id"])
+            if not docs:
+                raise InvalidArgumentError("create_index needs at least one document")
+            dimension = None
+            index_id = secrets.token_hex(16)
+        else:
+            row = self._row(job.project_id, job.index_name)
+            if row.id != job.index_id:
+                raise MossError(f"index {job.index_name!r} not found", code=NOT_FOUND)
+            model, dimension, index_id = row.model_id, row.dimension, row.id
+        if model == CUSTOM:
+            if docs and data.vectors is None:
+                raise InvalidArgumentError("the custom model needs an embedding on every document")
+            if docs and dimension is not None and data.dimension != dimension:
+                detail = (
+                    f"Invalid embedding length: expected {dimension} but received {data.dimension}."
+                )
+                raise InvalidArgumentError(detail, detail=detail)
+        elif docs:
+            from ..embedding import get_embedder
+
+            get_embedder(model)  # MODEL_UNAVAILABLE now rather than as a failed job
+        if job.kind == "create":
+            dim = data.dimension if model == CUSTOM else None
+            self.catalog.reserve_index(job.project_id, job.index_name, index_id, model, dim)
+        return len(docs), index_id
+
+    # -------------------------------------------------------------- job status
+
+    def get_job(self, project_id: str, job_id: str) -> JobRow:
+        job = self.catalog.get_job(job_id) if isinstance(job_id, str) else None
+        if job is None or job.project_id != project_id:
+            raise MossError(f"job {job_id!r} not found", code=NOT_FOUND)
+        return job
+
+    def wait_job(self, project_id: str, job_id: str, timeout: float) -> JobRow:
+        """The job once it is finished, or its state after ``timeout`` seconds."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            seen = self._generation  # read before the job, so a change in between is not missed
+            job = self.get_job(project_id, job_id)
+            left = deadline - time.monotonic()
+            if job.terminal or left <= 0:
+                return job
+            with self._changed:
+                # Woken by this process's runner; the cap covers jobs run by other processes.
+                if self._generation == seen:
+                    self._changed.wait(min(left, 0.1 if job.owner != self.owner else 1.0))
+
+
+def _check_model(model_id: object) -> str:
+    from ..embedding import BUILTIN_MODEL_IDS, CUSTOM_MODEL_ID
+
+    accepted = (*BUILTIN_MODEL_IDS, CUSTOM_MODEL_ID)
+    if not isinstance(model_id, str) or model_id not in accepted:
+        raise InvalidArgumentError(
+            f"unknown model_id {model_id!r}; accepted: {', '.join(accepted)}"
+        )
+    return model_id
+
+
+def _info(row: IndexRow) -> IndexInfo:
+    version = row.version[len(_VERSION_PREFIX) :] if row.version is not None else ""
+    return IndexInfo(
+        id=row.id,
+        name=row.name,
+        version=version,
+        status=row.status,
+        doc_count=row.doc_count,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        model=ModelRef(row.model_id, row.model_version),
+    )
+
+
+def job_status(job: JobRow) -> JobStatusResponse:
+    """The public view of a job row."""
+    return JobStatusResponse(
+        job_id=job.id,
+        status=JobStatus(job.status),
+        progress=float(job.progress),
+        current_phase=JobPhase(job.phase) if job.phase else None,
+        error=job.error,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        completed_at=job.completed_at,
+    )
+
+
+# ------------------------------------------------------------------------------ shared stores
+
+_stores: dict[str, Store] = {}
+_draining: list[Store] = []
+_stores_lock = threading.Lock()
+
+
+def acquire_store(root: str | os.PathLike[str]) -> Store:
+    """The process-wide store of a data directory (one job runner per directory)."""
+    key = os.path.realpath(root)
+    with _stores_lock:
+        store = _stores.get(key)
+        if store is None:
+            # In a client process the runner thread only lives while there is work.
+            store = Store(key, idle_exit_s=EMBEDDED_IDLE_EXIT_S)
+            _stores[key] = store
+        store._refs += 1
+        return store
+
+
+def release_store(store: Store) -> None:
+    """Drop one reference; the last one lets the runner finish queued jobs, then stop."""
+    with _stores_lock:
+        store._refs -= 1
+        if store._refs > 0:
+            return
+        if _stores.get(str(store.root)) is store:
+            del _stores[str(store.root)]
+        _draining.append(store)
+    store.close(drain=True, wait=False)
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    # Embedded jobs run in daemon threads; give queued ones (a push right before exit) a chance
+    # to complete instead of being failed by the next process that opens the directory.
+    with _stores_lock:
+        stores = list(_stores.values()) + _draining
+    deadline = time.monotonic() + 60.0
+    for store in stores:
+        if not store._closed:
+            store.close(drain=True, wait=False)
+        if store.runner is not None:
+            store.runner.join(max(0.0, deadline - time.monotonic()))
