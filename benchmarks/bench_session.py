@@ -84,7 +84,9 @@ def load_scifact() -> tuple[list[str], list[str], np.ndarray, list[str], np.ndar
     return ids, texts, vecs, [qtext[q] for q in test_ids], qvecs[[pos[q] for q in test_ids]]
 
 
-def synth(n: int, texts: list[str], vecs: np.ndarray, noise: float) -> tuple[list[DocumentInfo], np.ndarray]:
+def synth(
+    n: int, texts: list[str], vecs: np.ndarray, noise: float
+) -> tuple[list[DocumentInfo], np.ndarray]:
     rng = np.random.default_rng(0)
     base = len(texts)
     idx = np.arange(n) % base
@@ -151,7 +153,10 @@ async def bench_size(n: int, data: tuple, args: argparse.Namespace) -> dict[str,
         emb.warm()
         snap = eng.to_snapshot()
         snap.model_id = "moss-minilm"
-        snap.model = {"artifact_version": emb.artifact_version, "manifest_sha256": emb.manifest_sha256}
+        snap.model = {
+            "artifact_version": emb.artifact_version,
+            "manifest_sha256": emb.manifest_sha256,
+        }
         m_engine = Engine.from_snapshot(snap, embedder=emb, name="bench-minilm")
         for i in range(10):
             m_engine.query(qtexts[i], QueryOptions(top_k=5, alpha=0.8))
@@ -234,7 +239,9 @@ async def bench_load(n: int, data: tuple, args: argparse.Namespace) -> dict[str,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--load-size", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=300)

@@ -74,7 +74,9 @@ def test_normalisations() -> None:
 
 @given(
     st.lists(st.tuples(st.integers(0, 20), st.floats(0, 1)), max_size=10, unique_by=lambda t: t[0]),
-    st.lists(st.tuples(st.integers(0, 20), st.floats(0, 30)), max_size=10, unique_by=lambda t: t[0]),
+    st.lists(
+        st.tuples(st.integers(0, 20), st.floats(0, 30)), max_size=10, unique_by=lambda t: t[0]
+    ),
     st.floats(0.0, 1.0),
 )
 def test_score_fusion_matches_naive_convex_combination(

@@ -44,7 +44,9 @@ def test_import_is_fast_and_lazy() -> None:
     )
     best = None
     for _ in range(3):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
         dt_s, heavy = out.stdout.split(" ", 1)
         assert heavy.strip() == "[]", f"import moss pulled in {heavy}"
         best = float(dt_s) if best is None else min(best, float(dt_s))
@@ -70,7 +72,9 @@ def test_enums_compare_to_strings() -> None:
 def test_positional_order_of_input_types() -> None:
     d = moss.DocumentInfo("1", "t", {"a": "b"}, [0.1], "p")
     assert (d.id, d.text, d.metadata, d.embedding, d.payload) == ("1", "t", {"a": "b"}, [0.1], "p")
-    q = moss.QueryOptions([1.0], 3, 0.5, {"field": "a", "condition": {"$eq": "b"}}, None, 0.1, 7, "rrf")
+    q = moss.QueryOptions(
+        [1.0], 3, 0.5, {"field": "a", "condition": {"$eq": "b"}}, None, 0.1, 7, "rrf"
+    )
     assert (q.top_k, q.alpha, q.min_score, q.candidate_depth, q.fusion) == (3, 0.5, 0.1, 7, "rrf")
     g = moss.GetDocumentsOptions(["1"], None, "k", False)
     assert (g.doc_ids, g.sort_by, g.ascending) == (["1"], "k", False)

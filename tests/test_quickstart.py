@@ -43,7 +43,9 @@ def test_quickstart_runs_offline_with_expected_output(tmp_path: Path) -> None:
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "2 added, 0 updated, 2 total"
     assert len(lines) == 3
-    assert lines[1].startswith("1 score=") and lines[1].endswith("Ship the on-device SDK by Friday.")
+    assert lines[1].startswith("1 score=") and lines[1].endswith(
+        "Ship the on-device SDK by Friday."
+    )
     assert lines[2].startswith("2 score=")
     s1, s2 = (float(line.split("score=")[1].split()[0]) for line in lines[1:])
     assert 0.0 <= s2 <= 1.0 and 0.0 < s1 <= 1.0

@@ -45,9 +45,7 @@ def normalise(scores: np.ndarray, method: Normalisation = "dbsf") -> np.ndarray:
     return np.clip((s - lo) / (6.0 * std), 0.0, 1.0)
 
 
-def _ranks(
-    v_rows: np.ndarray, k_rows: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _ranks(v_rows: np.ndarray, k_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Union of both lists with each row's 1-based vector and keyword rank (absent = huge)."""
     union = np.union1d(v_rows, k_rows).astype(np.int64)
     rv = np.full(union.shape, _ABSENT, dtype=np.int64)
