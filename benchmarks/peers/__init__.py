@@ -1,0 +1,1 @@
+"""Peer adapters for benchmarks/bench_peers.py (run in worker subprocesses)."""

@@ -1,0 +1,319 @@
+"""The ``moss`` command line, run through ``main(argv)`` against the embedded store in tmp dirs.
+
+conftest points MOSS_DATA_DIR and MOSS_SESSION_CACHE_PATH at a per-test tmp dir. Most tests use
+the ``custom`` model with vectors in the JSONL input, so no embedding model is needed; one test
+(marked ``model``) indexes Markdown with the built-in model. Expected results are derived from the
+input written here (ids, counts, which document a keyword query must find).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moss.cli import build_parser, main
+
+from .conftest import HAS_MODEL, unit_vectors
+from .test_evaluation import write_dataset, write_embeddings
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+DIM = 8
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def one_line_error(code: int, out: str, err: str) -> str:
+    assert code == 1
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+TEXTS = {
+    "a": "salmon swim upstream every autumn",
+    "b": "tigers hunt in the jungle at night",
+    "c": "mango trees need a warm climate",
+}
+
+
+def write_docs(path: Path, ids: list[str], seed: int = 0) -> Path:
+    vecs = unit_vectors(len(ids), DIM, seed)
+    lines = [
+        json.dumps(
+            {
+                "id": i,
+                "text": TEXTS.get(i, f"document {i}"),
+                "metadata": {"kind": i},
+                "embedding": vecs[n].tolist(),
+            }
+        )
+        for n, i in enumerate(ids)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def docs_file(tmp_path: Path) -> Path:
+    return write_docs(tmp_path / "docs.jsonl", ["a", "b", "c"])
+
+
+# --------------------------------------------------------------------------------------------
+# Help
+
+
+def _all_parsers(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    out = [(path, parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out += _all_parsers(sub, (*path, name))
+    return out
+
+
+def test_every_help_ends_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    parsers = _all_parsers(build_parser())
+    commands = {" ".join(p) for p, _ in parsers}
+    assert {
+        "index create",
+        "index list",
+        "index info",
+        "index delete",
+        "docs get",
+        "docs add",
+        "docs delete",
+        "query",
+        "eval",
+        "serve",
+        "projects create",
+    } <= commands
+    for path, _ in parsers:
+        with pytest.raises(SystemExit) as exc:
+            main([*path, "--help"])
+        assert exc.value.code == 0
+        out = capsys.readouterr().out
+        tail = out[out.rindex("Example:") :]
+        assert tail.splitlines()[1].strip().startswith("moss "), (path, out)
+
+
+def test_python_dash_m_moss_help_without_server_import() -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "moss", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "index" in proc.stdout and "Example:" in proc.stdout
+    check = subprocess.run(
+        [sys.executable, "-c", "import sys, moss.cli; print('moss.server' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert check.stdout.strip() == "False"
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["query"])
+    assert exc.value.code == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Index and document commands
+
+
+def test_index_lifecycle(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, docs_file: Path
+) -> None:
+    created = run_json(capsys, "index", "create", "notes", str(docs_file))
+    assert created["index"] == "notes" and created["doc_count"] == 3
+    assert created["model"] == "custom"  # the documents carry embeddings
+
+    listed = run_json(capsys, "index", "list")
+    assert [(i["name"], i["doc_count"]) for i in listed] == [("notes", 3)]
+    assert listed[0]["model"]["id"] == "custom"
+
+    info = run_json(capsys, "index", "info", "notes")
+    assert info["name"] == "notes" and info["doc_count"] == 3 and info["status"] == "Ready"
+    code, out, _ = run(capsys, "index", "info", "notes")
+    assert code == 0 and "docs:" in out and "custom" in out
+
+    docs = run_json(capsys, "docs", "get", "notes")
+    assert [d["id"] for d in docs] == ["a", "b", "c"]
+    assert docs[1] == {"id": "b", "text": TEXTS["b"], "metadata": {"kind": "b"}, "payload": None}
+    only = run_json(capsys, "docs", "get", "notes", "--id", "c", "--id", "a")
+    assert [d["id"] for d in only] == ["a", "c"]  # index order
+    code, out, _ = run(capsys, "docs", "get", "notes")
+    assert code == 0 and "3 document(s)" in out and "kind=a" in out
+
+    more = write_docs(tmp_path / "more.jsonl", ["d", "a"], seed=1)
+    added = run_json(capsys, "docs", "add", "notes", str(more))
+    assert added["doc_count"] == 4
+    deleted = run_json(capsys, "docs", "delete", "notes", "b", "nope")
+    assert deleted["doc_count"] == 3
+    assert [d["id"] for d in run_json(capsys, "docs", "get", "notes")] == ["a", "c", "d"]
+
+    code, out, _ = run(capsys, "index", "list")
+    assert code == 0 and "notes" in out and "custom" in out
+    assert run_json(capsys, "index", "delete", "notes") == {"index": "notes", "deleted": True}
+    assert run_json(capsys, "index", "list") == []
+    line = one_line_error(*run(capsys, "index", "info", "notes"))
+    assert "notes" in line
+
+
+def test_index_create_errors(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, docs_file: Path
+) -> None:
+    assert run(capsys, "index", "create", "n1", str(docs_file))[0] == 0
+    line = one_line_error(*run(capsys, "index", "create", "n1", str(docs_file)))
+    assert "already exists" in line
+    line = one_line_error(*run(capsys, "index", "create", "n2", str(tmp_path / "nope.jsonl")))
+    assert "no such file" in line
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x")
+    one_line_error(*run(capsys, "index", "create", "n2", str(bad)))
+    one_line_error(*run(capsys, "index", "create", "n2", str(docs_file), "--chunk-size", "50"))
+    one_line_error(*run(capsys, "index", "create", "bad/name", str(docs_file)))
+    assert [i["name"] for i in run_json(capsys, "index", "list")] == ["n1"]
+
+
+def test_index_create_progress_on_stderr(
+    capsys: pytest.CaptureFixture[str], docs_file: Path
+) -> None:
+    code, out, err = run(capsys, "index", "create", "p", str(docs_file))
+    assert code == 0
+    assert "indexing [" in err and "3/3" in err
+    assert "Created index 'p': 3 docs, model custom" in out
+
+
+# --------------------------------------------------------------------------------------------
+# Query
+
+
+def test_query_table_and_json(capsys: pytest.CaptureFixture[str], docs_file: Path) -> None:
+    assert run(capsys, "index", "create", "notes", str(docs_file))[0] == 0
+    # a custom-model index cannot embed text, so query keywords only (alpha 0)
+    res = run_json(capsys, "query", "notes", "salmon", "--alpha", "0")
+    assert [d["id"] for d in res["docs"]] == ["a"]
+    assert res["docs"][0]["metadata"] == {"kind": "a"} and res["index"] == "notes"
+    assert res["query_ms"] >= 0 and res["load_ms"] >= 0
+    code, out, _ = run(capsys, "query", "notes", "tigers jungle", "--alpha", "0", "--top-k", "1")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["#", "id", "score", "text", "metadata"]
+    assert lines[2].split()[:2] == ["1", "b"] and "kind=b" in lines[2]
+    assert lines[-1].startswith("1 result(s) in ") and "ms" in lines[-1]
+    flt = json.dumps({"field": "kind", "condition": {"$eq": "c"}})
+    res = run_json(capsys, "query", "notes", "salmon mango", "--alpha", "0", "--filter", flt)
+    assert [d["id"] for d in res["docs"]] == ["c"]
+
+
+def test_query_errors(capsys: pytest.CaptureFixture[str], docs_file: Path) -> None:
+    assert run(capsys, "index", "create", "notes", str(docs_file))[0] == 0
+    line = one_line_error(*run(capsys, "query", "notes", "x", "--alpha", "0", "--filter", "{"))
+    assert "--filter" in line
+    one_line_error(*run(capsys, "query", "notes", "x", "--alpha", "0", "--filter", "[1]"))
+    line = one_line_error(*run(capsys, "query", "notes", "salmon", "--alpha", "0.5"))
+    assert "custom" in line  # needs an embedding
+    one_line_error(*run(capsys, "query", "notes", "x", "--alpha", "2"))
+    one_line_error(*run(capsys, "query", "missing", "x"))
+
+
+def test_credentials_from_flags_and_env(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, docs_file: Path
+) -> None:
+    monkeypatch.setenv("MOSS_PROJECT_ID", "alpha")
+    assert run(capsys, "index", "create", "n", str(docs_file))[0] == 0
+    assert [i["name"] for i in run_json(capsys, "index", "list")] == ["n"]
+    # the flag wins over the environment, before or after the command
+    assert run_json(capsys, "--project-id", "beta", "index", "list") == []
+    assert run_json(capsys, "index", "list", "--project-id", "beta") == []
+    monkeypatch.delenv("MOSS_PROJECT_ID")
+    assert run_json(capsys, "index", "list") == []  # project "default"
+    assert [i["name"] for i in run_json(capsys, "index", "list", "--project-id", "alpha")] == ["n"]
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not HAS_MODEL, reason="all-MiniLM-L6-v2 weights not installed")
+def test_markdown_with_builtin_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    md = tmp_path / "notes.md"
+    md.write_text(
+        "# Returns\n\nRefunds are issued within 14 days.\n\n# Shipping\n\n"
+        "Parcels ship from Rotterdam every weekday.\n"
+    )
+    created = run_json(capsys, "index", "create", "kb", str(md), "--chunk-size", "200")
+    assert created["model"] == "moss-minilm" and created["doc_count"] >= 1
+    res = run_json(capsys, "query", "kb", "how long until I get my money back", "--top-k", "1")
+    assert "Refunds" in res["docs"][0]["text"]
+    assert res["docs"][0]["metadata"]["parentId"] == str(md)
+
+
+# --------------------------------------------------------------------------------------------
+# Eval, server commands
+
+
+def test_eval_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "ds")
+    emb = write_embeddings(root)
+    report = run_json(
+        capsys, "eval", str(root), "--embeddings", str(emb), "--alpha", "0,1", "--fusion", "score"
+    )
+    assert [(r["alpha"], r["fusion"]) for r in report["rows"]] == [(0.0, "score"), (1.0, "score")]
+    assert report["rows"][1]["ndcg_at_10"] == pytest.approx(1.0)
+    assert report["rows"][0]["ndcg_at_10"] == pytest.approx(0.5)
+    code, out, err = run(capsys, "eval", str(root), "--embeddings", str(emb), "--alpha", "1")
+    assert code == 0 and "| alpha | fusion |" in out and "2 queries" in err
+    one_line_error(*run(capsys, "eval", str(root), "--embeddings", str(emb), "--alpha", "x"))
+    one_line_error(*run(capsys, "eval", str(tmp_path / "nothing")))
+
+
+def test_serve_without_server_extra(tmp_path: Path) -> None:
+    """With Starlette and uvicorn unimportable, `moss serve` names the extra and exits 1."""
+    code = (
+        "import sys; sys.modules['starlette'] = None; sys.modules['uvicorn'] = None\n"
+        "from moss.cli import main\n"
+        f"sys.exit(main(['serve', '--data', {str(tmp_path)!r}, '--port', '0']))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    line = one_line_error(proc.returncode, proc.stdout, proc.stderr)
+    assert "pip install 'moss[server]'" in line
+
+
+def test_projects_create(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    server = pytest.importorskip("moss.server")
+    if not hasattr(server, "create_project"):
+        pytest.skip("moss.server.create_project not available yet")
+    first = run_json(capsys, "projects", "create", "--data", str(tmp_path), "--name", "demo")
+    second = run_json(capsys, "projects", "create", "--data", str(tmp_path))
+    assert first["project_id"] and first["project_key"]
+    assert first["project_id"] != second["project_id"]
+    code, out, _ = run(capsys, "projects", "create", "--data", str(tmp_path))
+    assert code == 0 and out.startswith("MOSS_PROJECT_ID=") and "MOSS_PROJECT_KEY=" in out
