@@ -86,7 +86,9 @@ def main() -> None:
         for r in rows:
             for split in ("train", "test"):
                 vals = " | ".join(f"{r[split][a]:.4f}" for a in ALPHAS)  # type: ignore[index]
-                print(f"| {r['fusion']} | {r['normalisation']} | {r['min_depth']} | {split} | {vals} |")
+                print(
+                    f"| {r['fusion']} | {r['normalisation']} | {r['min_depth']} | {split} | {vals} |"
+                )
 
 
 if __name__ == "__main__":

@@ -169,6 +169,7 @@ class Engine:
         self._columns = MetadataColumns()
         self._lock = threading.RLock()
         self._write_lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
         self.version = 0  # bumped by every applied change
 
     # ------------------------------------------------------------------ properties
@@ -203,6 +204,7 @@ class Engine:
             tokens = analyze_many([d.text for d in final])
             with self._lock:
                 self._apply(final, vectors, tokens)
+            self._schedule_flush()
             return added, updated
 
     def _plan_upsert(
@@ -491,6 +493,31 @@ class Engine:
             ) from e
         self._columns.set(rows, self._metas)
         self.version += 1
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        """Fold newly added vectors into the HNSW graph on a background thread.
+
+        Adds put rows in the vector index's exact tail so that writing stays sub-millisecond;
+        the graph insertion (~0.1-0.4 ms per row) happens here, off the caller's path, in small
+        chunks that a concurrent query waits on for at most a few milliseconds.
+        """
+        vec = self._vectors
+        if vec is None or (self._flusher is not None and self._flusher.is_alive()):
+            return
+        stats = vec.stats()
+        if stats["graph"] == 0 and stats["live"] <= vec.exact_max_rows:
+            return  # small enough to stay exact: nothing to fold
+        if stats["graph"] and not stats["tail"]:
+            return
+        self._flusher = threading.Thread(target=vec.flush, name="moss-vector-flush", daemon=True)
+        self._flusher.start()
+
+    def wait_for_background_work(self) -> None:
+        """Block until pending vectors are folded into the graph (benchmarks, tests)."""
+        t = self._flusher
+        if t is not None:
+            t.join()
 
     # ------------------------------------------------------------------ query
 
@@ -587,16 +614,20 @@ class Engine:
             rows = fuse(
                 plan.fusion, v_rows, v_scores, k_rows, k_scores, plan.alpha, SCORE_NORMALISATION
             )
-        if rows.size == 0:
-            return []
-        scores = self.cosine_scores(q if use_v else None, rows)
-        out = []
-        for r, s in zip(rows.tolist(), scores.tolist()):
-            if plan.min_score is not None and s < plan.min_score:
-                continue
-            out.append((r, float(s)))
-            if len(out) >= want:
-                break
+        out: list[tuple[int, float]] = []
+        # Score only as many rows as can still be returned: all of them without min_score is
+        # just the first `want`; with min_score, chunk by chunk until `want` survive.
+        start = 0
+        while start < rows.size and len(out) < want:
+            chunk = rows[start : start + (want - len(out) if plan.min_score is None else 64)]
+            start += chunk.size
+            scores = self.cosine_scores(q if use_v else None, chunk)
+            for r, s in zip(chunk.tolist(), scores.tolist()):
+                if plan.min_score is not None and s < plan.min_score:
+                    continue
+                out.append((r, s))
+                if len(out) >= want:
+                    break
         return out
 
     def result_doc(self, row: int, score: float, index_name: str | None) -> QueryResultDocumentInfo:

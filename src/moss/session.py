@@ -3,9 +3,9 @@
 Every method is a coroutine. Short work runs inline on the event loop, because a thread hop
 costs more than the work itself (benchmarks/bench_session.py measures ``asyncio.to_thread``
 against inline): a query, or adding a handful of short documents such as one conversation
-turn. Bulk adds, large reads and snapshot I/O run in a worker thread so the loop is never blocked
-for long. Writes of one session are serialised by an ``asyncio.Lock``; the :class:`~moss.engine.Engine` itself is
-thread-safe, so a query during an add sees the index before or after it, never half of it.
+turn. Bulk adds, large reads and snapshot I/O run in a worker thread so the loop is never
+blocked for long. Writes of one session are serialised by an ``asyncio.Lock``; the
+:class:`~moss.engine.Engine` itself is thread-safe, so a query during an add sees the index before or after it, never half of it.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def _encode(data: SnapshotData) -> dict[str, bytes | memoryview]:
         vec = np.ascontiguousarray(data.vectors, dtype="<f4")
         if vec.shape != (n, data.dimension):
             raise ValueError(f"vectors shape {vec.shape} does not match {n} x {data.dimension}")
-        vectors: bytes | memoryview = memoryview(vec).cast("B")
+        vectors: bytes | memoryview = vec.data.cast("B")
     else:
         vectors = b""
     table: dict[str, dict[str, Any]] = {}
@@ -119,7 +119,7 @@ def _encode(data: SnapshotData) -> dict[str, bytes | memoryview]:
             parts.append(b"\0" * pad)
             offset += pad
         table[name] = {"dtype": a.dtype.str, "shape": list(a.shape), "offset": offset}
-        raw = memoryview(a).cast("B") if a.size else b""
+        raw: bytes | memoryview = a.data.cast("B") if a.size else b""
         parts.append(raw)
         offset += len(raw)
     arrays = b"".join(parts)
@@ -219,7 +219,7 @@ def _decode(files: Mapping[str, bytes | memoryview | mmap.mmap]) -> SnapshotData
 def pack(data: SnapshotData) -> bytes:
     """One self-describing blob holding the four files (for the cloud and the server)."""
     files = _encode(data)
-    entries = []
+    entries: list[dict[str, Any]] = []
     offset = 0
     for name in _FILES:
         size = len(files[name])
