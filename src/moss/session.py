@@ -5,7 +5,8 @@ costs more than the work itself (benchmarks/bench_session.py measures ``asyncio.
 against inline): a query, or adding a handful of short documents such as one conversation
 turn. Bulk adds, large reads and snapshot I/O run in a worker thread so the loop is never
 blocked for long. Writes of one session are serialised by an ``asyncio.Lock``; the
-:class:`~moss.engine.Engine` itself is thread-safe, so a query during an add sees the index before or after it, never half of it.
+:class:`~moss.engine.Engine` itself is thread-safe, so a query during an add sees the index
+before or after it, never half of it.
 """
 
 from __future__ import annotations
