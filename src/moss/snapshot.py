@@ -266,7 +266,8 @@ def unpack(blob: bytes | bytearray | memoryview) -> SnapshotData:
 # ---------------------------------------------------------------------------------- directory
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (no-op on Windows)."""
     if os.name == "nt":  # directories cannot be opened for fsync on Windows
         return
     fd = os.open(path, os.O_RDONLY)
@@ -308,7 +309,7 @@ def write_dir(root: str | os.PathLike[str], data: SnapshotData) -> Path:
         f.flush()
         os.fsync(f.fileno())
     os.replace(current_tmp, root / "CURRENT")
-    _fsync_dir(root)
+    fsync_dir(root)
     for old in gens:  # superseded generations (a reader holding an mmap keeps its pages on POSIX)
         _remove_tree(root / f"gen-{old:06d}")
     for stale in root.glob(".tmp-gen-*"):
