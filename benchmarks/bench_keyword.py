@@ -10,13 +10,18 @@ Environment variables:
 * ``BENCH_QUERIES`` (default ``300``): queries per size, run one at a time.
 * ``BENCH_SCIFACT`` (default: ``../shared/data/scifact`` next to the repository): the BEIR SciFact
   folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/test.tsv``); skipped when missing.
+* ``BENCH_SCIFACT_TILED`` (default ``100000``): also index the SciFact documents repeated up to
+  this many (SciFact-length documents, ~91 distinct terms each) and measure storage; 0 skips it.
 
 Synthetic corpus: Zipf(a=1.1) English-like text, 20-50 words per document, drawn from the 20k
 alphabetic words of the BERT vocabulary (shuffled), as in MEASUREMENTS.md §5. Queries have 3-5
 words taken from random documents. Measured: analysis throughput, bulk add (analysis excluded),
 one-document add/remove latency into the built index, query latency (top 10 and depth 20), query
 latency after churn (1000 adds in the delta, 1000 tombstones), the merge that folds them in,
-memory per document, and snapshot load time (``from_arrays`` on memory-mapped ``.npy`` files). On SciFact: nDCG@10 on the test split and query latency.
+memory per document (built, and freshly loaded from a snapshot), ``to_arrays`` bytes per document,
+snapshot load time (``from_arrays`` on memory-mapped ``.npy`` files) and the one-off derivation of
+the forward index by the first remove after a load. On SciFact: nDCG@10 on the test split and query
+latency, and the storage metrics on the tiled corpus.
 
 Prints a JSON report (machine, load average, versions) and a markdown table.
 """
@@ -133,20 +138,6 @@ def bench_size(n: int, words: list[str], n_queries: int) -> dict[str, Any]:
     lat_after = [timed(lambda q=q: idx.search(q, 10)) for q in queries]  # type: ignore[misc]
     # Merging the 1000 adds and 1000 tombstones (the worst single-write stall), then memory.
     t_merge = timed(idx.to_arrays)
-    arrays = idx.to_arrays()
-    arr_bytes = sum(a.nbytes for a in arrays.values())
-    mem = idx.nbytes()
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, a in arrays.items():
-            np.save(os.path.join(tmp, name + ".npy"), a, allow_pickle=False)
-        loads = []
-        for _ in range(5):
-            t = time.perf_counter()
-            loaded = {
-                name: np.load(os.path.join(tmp, name + ".npy"), mmap_mode="r") for name in arrays
-            }
-            BM25Index.from_arrays(loaded)
-            loads.append(time.perf_counter() - t)
     return {
         "docs": n,
         "tokens_per_doc": sum(map(len, toks)) / n,
@@ -164,9 +155,39 @@ def bench_size(n: int, words: list[str], n_queries: int) -> dict[str, Any]:
         "remove_1doc_p99_ms": pct(removes, 99),
         "query_after_churn_p50_ms": pct(lat_after, 50),
         "merge_after_churn_ms": t_merge * 1e3,
+        **storage(idx),
+    }
+
+
+def storage(idx: BM25Index) -> dict[str, float]:
+    """Memory and snapshot bytes per document, load time, and the lazy forward-index build."""
+    arrays = idx.to_arrays()
+    arr_bytes = sum(a.nbytes for a in arrays.values())
+    mem = idx.nbytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, a in arrays.items():
+            np.save(os.path.join(tmp, name + ".npy"), a, allow_pickle=False)
+        loads = []
+        loaded = BM25Index()
+        for _ in range(5):
+            t = time.perf_counter()
+            mapped = {
+                name: np.load(os.path.join(tmp, name + ".npy"), mmap_mode="r") for name in arrays
+            }
+            loaded = BM25Index.from_arrays(mapped)
+            loads.append(time.perf_counter() - t)
+        mem_loaded = loaded.nbytes()
+        key = int(arrays["slot_key"][0])
+        t = time.perf_counter()
+        loaded.remove(np.array([key]))  # derives the forward index of the loaded documents
+        t_fwd = time.perf_counter() - t
+    return {
+        "postings_per_doc": len(arrays["post_slot"]) / len(idx),
         "memory_bytes_per_doc": mem / len(idx),
+        "memory_loaded_bytes_per_doc": mem_loaded / len(idx),
         "snapshot_bytes_per_doc": arr_bytes / len(idx),
         "from_arrays_mmap_ms": min(loads) * 1e3,
+        "first_remove_after_load_ms": t_fwd * 1e3,
     }
 
 
@@ -177,7 +198,7 @@ def ndcg10(ranked: Sequence[str], rel: dict[str, int]) -> float:
     return dcg / idcg if idcg else 0.0
 
 
-def bench_scifact(folder: Path) -> dict[str, Any] | None:
+def bench_scifact(folder: Path, tiled: int) -> dict[str, Any] | None:
     if not (folder / "corpus.jsonl").exists():
         return None
     with (folder / "corpus.jsonl").open() as f:
@@ -201,7 +222,7 @@ def bench_scifact(folder: Path) -> dict[str, Any] | None:
         keys, _ = idx.search(analyze(queries[qid]), 10)
         lat.append(time.perf_counter() - t)
         scores.append(ndcg10([ids[k] for k in keys.tolist()], rel))
-    return {
+    out: dict[str, Any] = {
         "docs": len(docs),
         "test_queries": len(qrels),
         "ndcg_at_10": float(np.mean(scores)),
@@ -210,6 +231,13 @@ def bench_scifact(folder: Path) -> dict[str, Any] | None:
         "query_p50_ms_incl_analysis": pct(lat, 50),
         "query_p99_ms_incl_analysis": pct(lat, 99),
     }
+    if tiled:  # SciFact-length documents at scale: what the postings cost per document
+        del idx
+        gc.collect()
+        big = BM25Index()
+        big.add(np.arange(tiled, dtype=np.int64), [toks[i % len(toks)] for i in range(tiled)])
+        out.update({f"tiled_{tiled}_{k}": v for k, v in storage(big).items()})
+    return out
 
 
 def main() -> None:
@@ -227,7 +255,7 @@ def main() -> None:
         },
         "dataset": "synthetic Zipf(1.1), 20-50 words/doc, 20k BERT words; BEIR SciFact test",
         "synthetic": [bench_size(n, word_list(), n_queries) for n in sizes],
-        "scifact": bench_scifact(scifact),
+        "scifact": bench_scifact(scifact, int(os.environ.get("BENCH_SCIFACT_TILED", "100000"))),
     }
     report["machine"]["loadavg_end"] = os.getloadavg()
     print(json.dumps(report, indent=2))

@@ -108,6 +108,7 @@ op_st = st.one_of(
     st.tuples(st.just("remove"), st.lists(st.integers(0, 200), min_size=1, max_size=6)),
     st.tuples(st.just("update"), st.integers(0, 200), st.none() | docs_st),
     st.tuples(st.just("remap"), st.integers(0, 2**32 - 1)),
+    st.tuples(st.just("roundtrip"), st.booleans()),  # to_arrays -> from_arrays, then go on
 )
 query_st = st.lists(st.sampled_from([*VOCAB, "unknown"]), min_size=1, max_size=5)
 
@@ -154,6 +155,8 @@ def test_matches_naive_bm25_after_any_writes(
                 idx.remap(mapping)
                 ref.docs = {t: ref.docs[k] for k, t in zip(live, targets)}
                 next_key = max(next_key, 2 * len(live) + 1)
+            elif kind == "roundtrip":  # the forward index is lazy until a loaded doc is removed
+                idx = roundtrip(idx, readonly=op[1])
             assert len(idx) == len(ref.docs)
             for terms in queries:
                 allowed = np.array([rng.random() < 0.6 for _ in range(next_key + 1)])
@@ -371,6 +374,104 @@ def test_snapshot_memory_mapped(tmp_path: Path) -> None:
     assert loaded.search(["w17"], 1)[0].tolist() == [900]
 
 
+def forward_index(idx: BM25Index) -> tuple[list[int], list[int]]:
+    """The (materialised) forward index: per-slot term counts and the terms, slot-major."""
+    assert idx._fwd_slot0 == 0
+    n = idx._n_slots
+    return np.diff(idx._fwd_ptr[: n + 1]).tolist(), idx._fwd_term[: idx._n_fwd].tolist()
+
+
+def test_lazy_forward_index_after_load() -> None:
+    docs = zipf_docs(300, seed=21, vocab=60)
+    with small_segments():
+        built, ref = BM25Index(), NaiveBM25()
+        built.add(np.arange(300), docs)
+        built.remove(np.arange(0, 300, 5))  # dead slots and unused terms are merged away
+        ref.docs = {k: d for k, d in enumerate(docs) if k % 5}
+        loaded = roundtrip(built, readonly=True)
+        assert loaded._fwd_slot0 == len(ref.docs) and loaded._n_fwd == 0  # nothing derived yet
+        # Adds, and removes of documents added since the load, keep it lazy (merges included).
+        extra = zipf_docs(40, seed=22, vocab=60)
+        for i, d in enumerate(extra):
+            loaded.add(np.array([1000 + i]), [d])
+            ref.docs[1000 + i] = d
+        loaded.remove(np.arange(1000, 1040, 3))
+        for k in range(1000, 1040, 3):
+            del ref.docs[k]
+        loaded.to_arrays()  # merges the delta and its tombstones while lazy
+        assert loaded._fwd_slot0 == loaded._main_slots == loaded._n_slots == len(ref.docs)
+        check_search(loaded, ref, ["w0", "w3", "w7"], 15)
+        # The first remove of a document in main (here one added after the load and merged
+        # since) derives the forward index of main.
+        assert loaded._key_slot[1001] < loaded._fwd_slot0
+        loaded.remove(np.array([1001]))
+        del ref.docs[1001]
+        assert loaded._fwd_slot0 == 0
+        check_search(loaded, ref, ["w0", "w1", "w3", "w7"], 15)
+        loaded.remove(np.array([1]))
+        del ref.docs[1]
+        check_search(loaded, ref, ["w0", "w1", "w3", "w7"], 15)
+        # It equals the forward index of an index built directly from the same slots.
+        direct = BM25Index()
+        slot_docs = [ref.docs.get(int(k), []) for k in loaded._slot_key[: loaded._n_slots]]
+        direct.add(np.arange(len(slot_docs)), slot_docs)
+        counts, terms = forward_index(loaded)
+        dcounts, dterms = forward_index(direct)
+        live = loaded._live[: loaded._n_slots]
+        assert [c for c, ok in zip(counts, live) if ok] == [c for c, ok in zip(dcounts, live) if ok]
+        vocab_l, vocab_d = loaded._terms, direct._terms
+        ptr_l, ptr_d = np.cumsum([0, *counts]), np.cumsum([0, *dcounts])
+        for s in np.flatnonzero(live).tolist():
+            got = [vocab_l[t] for t in terms[ptr_l[s] : ptr_l[s + 1]]]
+            want = [vocab_d[t] for t in dterms[ptr_d[s] : ptr_d[s + 1]]]
+            assert sorted(got) == sorted(want)
+        # Updates of loaded documents after that, and another round trip.
+        for k in (2, 3, 4):
+            loaded.remove(np.array([k]))
+            loaded.add(np.array([k]), [["w1", "w1", "new"]])
+            ref.docs[k] = ["w1", "w1", "new"]
+        check_search(roundtrip(loaded, readonly=False), ref, ["w1", "new", "w2"], 20)
+
+
+@pytest.mark.parametrize("small_path", [False, True])
+def test_tf_saturates_at_uint16_max(small_path: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if small_path:  # one dict append per posting instead of the numpy count
+        monkeypatch.setattr(keyword, "_BULK_POSTINGS", 10**6)
+    huge = ["cat"] * 70_000 + ["dog"]
+    capped = ["cat"] * keyword.TF_MAX + ["dog"]  # same tfs once saturated, same length ...
+    idx = BM25Index()
+    idx.add(np.array([0, 1, 2]), [huge, ["cat", "cow"], ["dog"]])
+    ref = NaiveBM25()
+    ref.docs = {0: huge, 1: ["cat", "cow"], 2: ["dog"]}
+    got = idx.scores_for(["cat", "dog"], np.array([0, 1, 2]))
+    want = ref.scores(["cat", "dog"])
+    np.testing.assert_allclose(got[1:], [want[1], want[2]], rtol=1e-5)
+    # ... so doc 0 scores as if "cat" occurred 65535 times in a document of 70001 tokens.
+    ref.docs[0] = capped
+    n, avgdl = 3, (70_001 + 2 + 1) / 3
+    df = 2
+    idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+    norm = 1.2 * (0.25 + 0.75 * 70_001 / avgdl)
+    cat = idf * keyword.TF_MAX * 2.2 / (keyword.TF_MAX + norm)
+    dog = idf * 1 * 2.2 / (1 + norm)
+    assert math.isclose(got[0], cat + dog, rel_tol=1e-5)
+    assert idx.doc_freq("cat") == 2 and idx.avgdl == avgdl
+    loaded = roundtrip(idx, readonly=False)
+    np.testing.assert_array_equal(loaded.scores_for(["cat", "dog"], np.array([0, 1, 2])), got)
+    assert loaded.to_arrays()["post_tf"].max() == keyword.TF_MAX
+
+
+def test_snapshot_holds_no_forward_index() -> None:
+    idx = BM25Index()
+    docs = zipf_docs(200, seed=4)
+    idx.add(np.arange(200), docs)
+    arrays = idx.to_arrays()
+    assert not any(name.startswith("fwd") for name in arrays)
+    assert arrays["post_tf"].dtype == np.uint16 and arrays["post_slot"].dtype == np.int32
+    postings = sum(len(set(d)) for d in docs)
+    assert arrays["post_tf"].nbytes + arrays["post_slot"].nbytes == 6 * postings
+
+
 def test_corrupt_snapshot_raises_deserialization() -> None:
     idx = BM25Index()
     idx.add(np.arange(3), [["cat"], ["dog", "cat"], ["cow"]])
@@ -382,6 +483,10 @@ def test_corrupt_snapshot_raises_deserialization() -> None:
         {**good, "slot_len": good["slot_len"][:-1]},
         {**good, "vocab_offsets": good["vocab_offsets"][:-1]},
         {**good, "format": np.array([99], np.int64)},
+        {**good, "format": np.array([1], np.int64)},  # version 1 stored float32 tfs
+        {**good, "post_tf": good["post_tf"].astype(np.float32)},
+        {**good, "post_tf": good["post_tf"][:-1]},
+        {**good, "indptr": good["indptr"][::-1].copy()},
         {**good, "slot_key": np.zeros(3, np.int64)},
         {**good, "vocab_blob": np.frombuffer(b"\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8\xf7", np.uint8)},
     ]

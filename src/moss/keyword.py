@@ -10,13 +10,26 @@ key (row number) and ``_key_slot`` maps back, so a compaction of the engine's ro
 one vectorised pass over the slots and never touches postings. Per slot we keep the token count
 (``_slot_len``) and a live flag; a delete only clears the flag (a tombstone) and decrements the
 document frequency (``_df``) of the document's terms, which it finds in the *forward index*
-(``_fwd_*``: the distinct terms and term frequencies of each slot, in slot order).
+(``_fwd_ptr``/``_fwd_term``: the distinct terms of each slot, in slot order).
+
+Memory. A posting costs 6 bytes in the inverted index (int32 slot, uint16 tf) and 4 in the forward
+index (int32 term), instead of 16 with float32 tfs in both. Term frequencies are stored as uint16
+and *saturate* at 65535: a document repeating one term more often than that scores as if it
+repeated it 65535 times (BM25 saturates long before: with k1=1.2 the tf factor is already within
+0.01% of its limit there), and no real text does. The forward index keeps tfs (``_fwd_tf``) only
+for the slots not yet merged into main, the only ones whose tf it must supply (to ``_merge``).
+Snapshots (``to_arrays``) hold no forward index at all: it is derivable from the postings, so
+``from_arrays`` leaves it *lazy* (``_fwd_slot0 == _main_slots``: the forward arrays cover only the
+slots added after the load) and the first remove of a loaded document derives it with one numpy
+sort of the postings (``_materialize_fwd``, ~100 ms per 10M postings). An index that is only
+loaded, searched and appended to never pays that, and a merge while lazy drops the forward of the
+merged slots again (it is derivable once more).
 
 Postings (term -> slots, tf) are split in two segments:
 
 * **main**: an immutable CSR array (``_indptr``, ``_post_slot``, ``_post_tf``) covering slots
   ``[0, _main_slots)``; slots ascend within each term.
-* **delta**: the slots added since, as a dict ``term -> (array('i') slots, array('f') tfs)``
+* **delta**: the slots added since, as a dict ``term -> (array('i') slots, array('H') tfs)``
   appended to in place, so adding one document costs a few dict appends, not an array rebuild.
 
 When the delta or the tombstones pass a fraction of main (``_MERGE_FRACTION``), ``_merge`` rebuilds
@@ -54,15 +67,17 @@ from .errors import DESERIALIZATION, InvalidArgumentError, MossError
 
 __all__ = ["BM25Index"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: uint16 tfs, no forward index (derived lazily)
 _MERGE_FRACTION = 0.25  # merge when delta postings or dead postings exceed this share of main
 _MIN_DELTA = 16_384  # ... but never for fewer postings than this (small indexes stay in delta)
 _BULK_POSTINGS = 4_096  # an add with more postings than this counts term frequencies with numpy
 _PRUNE_MAX_TERMS = 16  # MaxScore costs O(terms^2) numpy calls; long queries are scored exhaustively
+TF_MAX = 65535  # term frequencies are stored as uint16 and saturate here (module docstring)
 
 I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
 F32 = npt.NDArray[np.float32]
+U16 = npt.NDArray[np.uint16]
 Bool = npt.NDArray[np.bool_]
 
 
@@ -134,18 +149,22 @@ class BM25Index:
         self._slot_len: F32 = np.empty(16, np.float32)
         self._live: Bool = np.zeros(16, np.bool_)
         self._key_slot: I64 = np.full(16, -1, np.int64)
-        # Forward index: slot s has distinct terms _fwd_term[_fwd_ptr[s]:_fwd_ptr[s + 1]].
+        # Forward index: slot s >= _fwd_slot0 has the distinct terms _fwd_term[_fwd_ptr[s - s0]:
+        # _fwd_ptr[s - s0 + 1]] (s0 = _fwd_slot0). s0 is 0, or _main_slots while the forward index
+        # of main is not derived yet (after from_arrays); then every main slot is live. _fwd_tf
+        # holds the tfs of the delta slots only, from forward position _fwd_delta_base() on.
+        self._fwd_slot0 = 0
         self._n_fwd = 0
         self._fwd_ptr: I64 = np.zeros(17, np.int64)
         self._fwd_term: I32 = np.empty(16, np.int32)
-        self._fwd_tf: F32 = np.empty(16, np.float32)
+        self._fwd_tf: U16 = np.empty(16, np.uint16)
         # Main segment (CSR over the terms that existed at the last merge).
         self._main_slots = 0
         self._indptr: I64 = np.zeros(1, np.int64)
         self._post_slot: I32 = np.empty(0, np.int32)
-        self._post_tf: F32 = np.empty(0, np.float32)
+        self._post_tf: U16 = np.empty(0, np.uint16)
         # Delta segment and bookkeeping.
-        self._delta: dict[int, tuple[array.array[int], array.array[float]]] = {}
+        self._delta: dict[int, tuple[array.array[int], array.array[int]]] = {}
         self._delta_postings = 0
         self._dead_postings = 0
         self._n_live = 0
@@ -177,7 +196,11 @@ class BM25Index:
         arrays += [self._indptr, self._post_slot, self._post_tf]
         vocab = sys.getsizeof(self._vocab) + sys.getsizeof(self._terms)
         vocab += sum(map(sys.getsizeof, self._terms))
-        return sum(a.nbytes for a in arrays) + 8 * self._delta_postings + vocab
+        return sum(a.nbytes for a in arrays) + 6 * self._delta_postings + vocab
+
+    def _fwd_delta_base(self) -> int:
+        """The forward position of the first delta slot's first term (``_fwd_tf[0]``)."""
+        return int(self._fwd_ptr[self._main_slots - self._fwd_slot0])
 
     # ------------------------------------------------------------------ writes
 
@@ -215,7 +238,8 @@ class BM25Index:
         self._slot_key = _grow(self._slot_key, first, first + n)
         self._slot_len = _grow(self._slot_len, first, first + n)
         self._live = _grow(self._live, first, first + n)
-        self._fwd_ptr = _grow(self._fwd_ptr, first + 1, first + n + 1)
+        s0 = self._fwd_slot0
+        self._fwd_ptr = _grow(self._fwd_ptr, first - s0 + 1, first - s0 + n + 1)
         self._slot_key[first : first + n] = keys_arr
         self._slot_len[first : first + n] = lengths
         self._live[first : first + n] = True
@@ -250,29 +274,32 @@ class BM25Index:
     def _add_small(self, first: int, token_lists: Sequence[Sequence[str]]) -> None:
         """Append a few documents to the delta segment, one dict append per posting."""
         vocab, delta, df = self._vocab, self._delta, self._df
+        base, s0 = self._fwd_delta_base(), self._fwd_slot0
         slot = first
         for tokens in token_lists:
             counts = Counter(tokens)
+            if len(tokens) > TF_MAX:  # only then can a tf exceed the uint16 range: saturate
+                counts = Counter({t: min(c, TF_MAX) for t, c in counts.items()})
             self._term_ids(list(counts))
             df = self._df
             start = self._n_fwd
-            self._fwd_term = _grow(self._fwd_term, start, start + len(counts))
-            self._fwd_tf = _grow(self._fwd_tf, start, start + len(counts))
+            self._fwd_term = fwd_term = _grow(self._fwd_term, start, start + len(counts))
+            self._fwd_tf = fwd_tf = _grow(self._fwd_tf, start - base, start - base + len(counts))
             i = start
             for term, tf in counts.items():
                 tid = vocab[term]
                 df[tid] += 1
-                self._fwd_term[i] = tid
-                self._fwd_tf[i] = tf
+                fwd_term[i] = tid
+                fwd_tf[i - base] = tf
                 i += 1
                 entry = delta.get(tid)
                 if entry is None:
-                    delta[tid] = (array.array("i", (slot,)), array.array("f", (tf,)))
+                    delta[tid] = (array.array("i", (slot,)), array.array("H", (tf,)))
                 else:
                     entry[0].append(slot)
                     entry[1].append(tf)
             self._n_fwd = i
-            self._fwd_ptr[slot + 1] = i
+            self._fwd_ptr[slot - s0 + 1] = i
             self._delta_postings += len(counts)
             slot += 1
 
@@ -286,16 +313,16 @@ class BM25Index:
         codes = np.sort(doc * n_terms + ids)  # doc-major, then term; np.sort is SIMD-fast
         starts = np.flatnonzero(np.concatenate(([True], codes[1:] != codes[:-1])))
         pairs = codes[starts]
-        tf = np.diff(np.append(starts, len(codes)))
+        tf = np.minimum(np.diff(np.append(starts, len(codes))), TF_MAX).astype(np.uint16)
         pdoc, pterm = np.divmod(pairs, n_terms)
         self._df[:n_terms] += np.bincount(pterm, minlength=n_terms)
-        start = self._n_fwd
+        start, base, s0 = self._n_fwd, self._fwd_delta_base(), self._fwd_slot0
         self._fwd_term = _grow(self._fwd_term, start, start + len(pairs))
-        self._fwd_tf = _grow(self._fwd_tf, start, start + len(pairs))
+        self._fwd_tf = _grow(self._fwd_tf, start - base, start - base + len(pairs))
         self._fwd_term[start : start + len(pairs)] = pterm
-        self._fwd_tf[start : start + len(pairs)] = tf
+        self._fwd_tf[start - base : start - base + len(pairs)] = tf
         per_doc = np.bincount(pdoc, minlength=len(lengths))
-        self._fwd_ptr[first + 1 : first + 1 + len(lengths)] = start + np.cumsum(per_doc)
+        self._fwd_ptr[first - s0 + 1 : first - s0 + 1 + len(lengths)] = start + np.cumsum(per_doc)
         self._n_fwd = start + len(pairs)
         self._delta_postings += len(pairs)
         if self._delta_postings > max(_MIN_DELTA, _MERGE_FRACTION * len(self._post_slot)):
@@ -305,7 +332,7 @@ class BM25Index:
         order = _stable_order(pterm)
         terms_sorted = pterm[order]
         slots_sorted = (pdoc[order] + first).astype(np.int32)
-        tf_sorted = tf[order].astype(np.float32)
+        tf_sorted = tf[order]
         bounds = np.flatnonzero(np.diff(terms_sorted)) + 1
         firsts = [0, *bounds.tolist()]
         ends = [*bounds.tolist(), len(order)]
@@ -313,7 +340,7 @@ class BM25Index:
         for tid, a, b in zip(terms_sorted[firsts].tolist(), firsts, ends):
             entry = delta.get(tid)
             if entry is None:
-                entry = delta[tid] = (array.array("i"), array.array("f"))
+                entry = delta[tid] = (array.array("i"), array.array("H"))
             entry[0].frombytes(slots_sorted[a:b].tobytes())
             entry[1].frombytes(tf_sorted[a:b].tobytes())
 
@@ -336,9 +363,14 @@ class BM25Index:
             slots = np.sort(slots)
             slots = slots[np.concatenate(([True], slots[1:] != slots[:-1]))]
             keys_arr = self._slot_key[slots]
+        s0 = self._fwd_slot0
+        if s0 and int(slots.min()) < s0:  # a document in main: derive its forward index
+            self._materialize_fwd()
+            s0 = 0
         self._live[slots] = False
         self._key_slot[keys_arr] = -1
-        lo, hi = self._fwd_ptr[slots], self._fwd_ptr[slots + 1]
+        rel = slots - s0 if s0 else slots
+        lo, hi = self._fwd_ptr[rel], self._fwd_ptr[rel + 1]
         count = hi - lo
         total = int(count.sum())
         # Positions of every forward posting of the removed slots, in one vectorised gather.
@@ -382,13 +414,43 @@ class BM25Index:
         key_slot[new] = live_slots
         self._key_slot = key_slot
 
+    def _materialize_fwd(self) -> None:
+        """Derive the forward index of main from its postings (it is lazy after ``from_arrays``).
+
+        One sort of (slot, term) pairs packed into int64: slot-major, terms ascending within a
+        slot, as ``_merge`` and ``_add_bulk`` write it. Every main slot is live while lazy.
+        """
+        m = self._fwd_slot0
+        if m == 0:
+            return
+        counts = np.diff(self._indptr)
+        codes = self._post_slot.astype(np.int64) << 32
+        codes |= np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        codes.sort()  # np.sort has SIMD kernels; argsort(kind="stable") is 5-10x slower
+        main_term = codes.astype(np.int32)  # the low 32 bits: the term ids
+        del codes
+        n_main, tail = len(main_term), self._n_slots - m
+        ptr = np.empty(self._n_slots + 1, np.int64)
+        ptr[0] = 0
+        np.cumsum(np.bincount(self._post_slot, minlength=m), out=ptr[1 : m + 1])
+        ptr[m + 1 :] = self._fwd_ptr[1 : tail + 1] + n_main
+        self._fwd_term = np.concatenate((main_term, self._fwd_term[: self._n_fwd]))
+        self._fwd_ptr = ptr
+        self._n_fwd += n_main
+        self._fwd_slot0 = 0
+
     def _merge(self) -> None:
-        """Rebuild main from main + delta, dropping dead slots and unused terms, in O(postings)."""
+        """Rebuild main from main + delta, dropping dead slots and unused terms, in O(postings).
+
+        While the forward index is lazy (``_fwd_slot0 > 0``) only delta slots can be dead, and the
+        forward index of the merged slots is dropped: it is derivable from main again.
+        """
         n_slots, n_terms, n_fwd = self._n_slots, len(self._terms), self._n_fwd
+        main_slots, s0 = self._main_slots, self._fwd_slot0
         dead = self._n_live != n_slots
         live = self._live[:n_slots]
         new_slot = (np.cumsum(live) - 1).astype(np.int32) if dead else None
-        per_slot = np.diff(self._fwd_ptr[: n_slots + 1])
+        per_slot = np.diff(self._fwd_ptr[: n_slots - s0 + 1])  # slots s0 .. n_slots - 1
         # Main postings that survive, already term-major with ascending slots.
         main_counts = np.diff(self._indptr)
         m_term = np.repeat(np.arange(len(main_counts), dtype=np.int32), main_counts)
@@ -397,11 +459,11 @@ class BM25Index:
             keep = live[m_slot]
             m_term, m_slot, m_tf = m_term[keep], new_slot[m_slot[keep]], m_tf[keep]
         # Delta postings from the forward index (slot-major), sorted stably into term-major.
-        lo = int(self._fwd_ptr[self._main_slots])
+        lo = self._fwd_delta_base()
         d_slot = np.repeat(
-            np.arange(self._main_slots, n_slots, dtype=np.int32), per_slot[self._main_slots :]
+            np.arange(main_slots, n_slots, dtype=np.int32), per_slot[main_slots - s0 :]
         )
-        d_term, d_tf = self._fwd_term[lo:n_fwd], self._fwd_tf[lo:n_fwd]
+        d_term, d_tf = self._fwd_term[lo:n_fwd], self._fwd_tf[: n_fwd - lo]
         if new_slot is not None:
             keep = live[d_slot]
             d_term, d_tf, d_slot = d_term[keep], d_tf[keep], new_slot[d_slot[keep]]
@@ -415,23 +477,28 @@ class BM25Index:
             cm = np.bincount(m_term, minlength=n_terms)
             counts = cm + cd
             post_slot = np.empty(len(m_slot) + len(d_slot), np.int32)
-            post_tf = np.empty(len(post_slot), np.float32)
+            post_tf = np.empty(len(post_slot), np.uint16)
             pos_m = np.arange(len(m_slot), dtype=np.int64) + (np.cumsum(cd) - cd)[m_term]
             pos_d = np.arange(len(d_slot), dtype=np.int64) + np.cumsum(cm)[d_term]
             post_slot[pos_m], post_tf[pos_m] = m_slot, m_tf
             post_slot[pos_d], post_tf[pos_d] = d_slot, d_tf
-        if new_slot is not None:  # drop the dead slots from the forward index and slot arrays
-            fwd_keep = np.repeat(live, per_slot)
-            self._fwd_term = self._fwd_term[:n_fwd][fwd_keep]
-            self._fwd_tf = self._fwd_tf[:n_fwd][fwd_keep]
-            self._n_fwd = len(self._fwd_term)
+        if new_slot is not None:  # drop the dead slots from the slot arrays
             n_slots = int(live.sum())
             self._slot_key = self._slot_key[: len(live)][live]
             self._slot_len = self._slot_len[: len(live)][live]
             self._live = np.ones(n_slots, np.bool_)
+            self._key_slot[self._slot_key] = np.arange(n_slots)
+        if s0:  # lazy: forget the forward index of the merged slots
+            self._fwd_ptr = np.zeros(1, np.int64)
+            self._fwd_term = np.empty(0, np.int32)
+            self._n_fwd = 0
+            self._fwd_slot0 = n_slots
+        elif new_slot is not None:  # drop the dead slots from the forward index
+            self._fwd_term = self._fwd_term[:n_fwd][np.repeat(live, per_slot)]
+            self._n_fwd = len(self._fwd_term)
             self._fwd_ptr = np.zeros(n_slots + 1, np.int64)
             np.cumsum(per_slot[live], out=self._fwd_ptr[1:])
-            self._key_slot[self._slot_key] = np.arange(n_slots)
+        self._fwd_tf = np.empty(0, np.uint16)  # every slot is in main now
         # Forget terms no live document has (the others are renumbered densely, in order).
         used = self._df[:n_terms] > 0
         if not used.all():
@@ -472,16 +539,16 @@ class BM25Index:
                 out.append((tid, idf * (self.k1 + 1.0) * mult))
         return out
 
-    def _segments(self, tid: int) -> list[tuple[I32, F32]]:
+    def _segments(self, tid: int) -> list[tuple[I32, U16]]:
         """The postings of one term: its main slice and its delta arrays (slots ascending)."""
-        segs: list[tuple[I32, F32]] = []
+        segs: list[tuple[I32, U16]] = []
         if tid < len(self._indptr) - 1:
             a, b = int(self._indptr[tid]), int(self._indptr[tid + 1])
             if b > a:
                 segs.append((self._post_slot[a:b], self._post_tf[a:b]))
         entry = self._delta.get(tid)
         if entry is not None:
-            segs.append((np.array(entry[0], np.int32), np.array(entry[1], np.float32)))
+            segs.append((np.array(entry[0], np.int32), np.array(entry[1], np.uint16)))
         return segs
 
     def _norm(self) -> tuple[float, float]:
@@ -489,13 +556,14 @@ class BM25Index:
         avgdl = self._total_len / self._n_live
         return self.k1 * (1.0 - self.b), self.k1 * self.b / avgdl
 
-    def _contrib(self, slots: I32, tf: F32, w: float, c1: float, c2: float) -> F32:
+    def _contrib(self, slots: I32, tf: U16, w: float, c1: float, c2: float) -> F32:
         """``w * tf / (tf + c1 + c2 * dl)`` per posting, in float32 (every path uses this)."""
+        num: F32 = tf.astype(np.float32)  # one cast: mixed-dtype ufuncs are slower
         den = self._slot_len[slots]
         den *= c2
         den += c1
-        den += tf
-        num = tf * w
+        den += num
+        num *= w  # a Python float is cast to float32 first (NEP 50), as before
         num /= den
         return num
 
@@ -568,7 +636,7 @@ class BM25Index:
     def _search_pruned(
         self,
         query: list[tuple[int, float]],
-        seg_lists: list[list[tuple[I32, F32]]],
+        seg_lists: list[list[tuple[I32, U16]]],
         depth: int,
         allowed: Bool | None,
     ) -> tuple[I64, F32]:
@@ -636,7 +704,7 @@ class BM25Index:
         return self._top(np.concatenate(done_slots), np.concatenate(done_scores), depth, None)
 
     def _lookup_add(
-        self, acc: F32, slots: I32, seg_slots: I32, seg_tf: F32, w: float, c1: float, c2: float
+        self, acc: F32, slots: I32, seg_slots: I32, seg_tf: U16, w: float, c1: float, c2: float
     ) -> None:
         """Add one term segment's contributions for ``slots`` (binary search) into ``acc``."""
         if len(seg_slots) == 0 or len(slots) == 0:
@@ -648,7 +716,7 @@ class BM25Index:
             acc[hit] += self._contrib(slots[hit], seg_tf[pos[hit]], w, c1, c2)
 
     def _dense_add(
-        self, acc: F32, slots: I32, segs: list[tuple[I32, F32]], w: float, c1: float, c2: float
+        self, acc: F32, slots: I32, segs: list[tuple[I32, U16]], w: float, c1: float, c2: float
     ) -> F32:
         """``_lookup_add`` for many candidates (all with ``acc > 0``): one pass over the
         postings against the dense scratch array instead of a binary search per candidate."""
@@ -721,11 +789,13 @@ class BM25Index:
 
         Pending deltas and tombstones are merged first. The arrays may share memory with the
         index, which never writes into them afterwards (later writes replace or append past them).
+        The forward index is not saved: ``from_arrays`` derives it when a remove first needs it.
 
         Returns:
-            ``format``, ``slot_key``, ``slot_len``, ``fwd_ptr``, ``fwd_term``, ``fwd_tf``,
-            ``indptr``, ``post_slot``, ``post_tf``, ``vocab_blob`` (uint8 UTF-8 of the terms,
-            concatenated) and ``vocab_offsets`` (int64, one more than the terms).
+            ``format`` (int64 ``[2]``), ``slot_key`` (int64), ``slot_len`` (float32), ``indptr``
+            (int64, one more than the terms), ``post_slot`` (int32), ``post_tf`` (uint16),
+            ``vocab_blob`` (uint8 UTF-8 of the terms, concatenated) and ``vocab_offsets`` (int64,
+            one more than the terms).
         """
         if self._delta_postings or self._dead_postings or self._n_slots != self._main_slots:
             self._merge()
@@ -737,9 +807,6 @@ class BM25Index:
             "format": np.array([FORMAT_VERSION], np.int64),
             "slot_key": self._slot_key[:n],
             "slot_len": self._slot_len[:n],
-            "fwd_ptr": self._fwd_ptr[: n + 1],
-            "fwd_term": self._fwd_term[: self._n_fwd],
-            "fwd_tf": self._fwd_tf[: self._n_fwd],
             "indptr": self._indptr,
             "post_slot": self._post_slot,
             "post_tf": self._post_tf,
@@ -772,20 +839,18 @@ class BM25Index:
                 if arr[name].ndim != 1 or arr[name].dtype != dtype:
                     raise ValueError(f"{name} must be a 1-D {np.dtype(dtype).name} array")
             _require(arr["format"].tolist() == [FORMAT_VERSION], "unknown format version")
-            slot_key, slot_len, fwd_ptr = arr["slot_key"], arr["slot_len"], arr["fwd_ptr"]
-            indptr, post_slot, fwd_term = arr["indptr"], arr["post_slot"], arr["fwd_term"]
+            slot_key, slot_len = arr["slot_key"], arr["slot_len"]
+            indptr, post_slot = arr["indptr"], arr["post_slot"]
             blob, offsets = arr["vocab_blob"].tobytes(), arr["vocab_offsets"]
             n, n_terms, n_post = len(slot_key), len(indptr) - 1, len(post_slot)
-            _require(len(slot_len) == n and len(fwd_ptr) == n + 1, "slot arrays disagree")
-            _require(len(offsets) == n_terms + 1, "vocabulary size mismatch")
-            _require(len(arr["post_tf"]) == n_post == len(fwd_term) == len(arr["fwd_tf"]), "sizes")
-            for name, ptr, end in (("fwd_ptr", fwd_ptr, n_post), ("indptr", indptr, n_post)):
-                _require(ptr[0] == 0 and ptr[-1] == end, f"{name} has wrong bounds")
-                _require(bool((np.diff(ptr) >= 0).all()), f"{name} is not monotone")
+            _require(len(slot_len) == n, "slot arrays disagree")
+            _require(n_terms >= 0 and len(offsets) == n_terms + 1, "vocabulary size mismatch")
+            _require(len(arr["post_tf"]) == n_post, "post_tf and post_slot sizes differ")
+            _require(indptr[0] == 0 and indptr[-1] == n_post, "indptr has wrong bounds")
+            _require(bool((np.diff(indptr) >= 0).all()), "indptr is not monotone")
             _require(offsets[0] == 0 and offsets[-1] == len(blob), "vocab_offsets bounds")
             if n_post:
                 _require(0 <= post_slot.min() and post_slot.max() < n, "post_slot out of range")
-                _require(0 <= fwd_term.min() and fwd_term.max() < n_terms, "fwd_term range")
             _require(n == 0 or int(slot_key.min()) >= 0, "negative key")
             terms = [blob[a:z].decode("utf-8") for a, z in pairwise(offsets.tolist())]
             vocab = dict(zip(terms, range(n_terms)))
@@ -801,8 +866,8 @@ class BM25Index:
         idx._slot_key, idx._slot_len = slot_key, slot_len
         idx._live = np.ones(n, np.bool_)
         idx._key_slot = key_slot
-        idx._fwd_ptr, idx._fwd_term, idx._fwd_tf = fwd_ptr, fwd_term, arr["fwd_tf"]
-        idx._n_fwd = n_post
+        idx._fwd_slot0 = n  # the forward index of the loaded slots is derived on demand
+        idx._fwd_ptr = np.zeros(17, np.int64)
         idx._indptr, idx._post_slot, idx._post_tf = indptr, post_slot, arr["post_tf"]
         idx._total_len = int(slot_len.astype(np.int64).sum())
         return idx
@@ -812,12 +877,9 @@ _SCHEMA: dict[str, type[np.generic]] = {
     "format": np.int64,
     "slot_key": np.int64,
     "slot_len": np.float32,
-    "fwd_ptr": np.int64,
-    "fwd_term": np.int32,
-    "fwd_tf": np.float32,
     "indptr": np.int64,
     "post_slot": np.int32,
-    "post_tf": np.float32,
+    "post_tf": np.uint16,
     "vocab_blob": np.uint8,
     "vocab_offsets": np.int64,
 }
