@@ -591,14 +591,36 @@ class Engine:
     def has_vectors(self) -> bool:
         return self._vectors is not None and len(self._vectors) > 0
 
-    def cosine_scores(self, q: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
-        """``clamp(cosine(q, v_row), 0, 1)`` for each row (zeros without a query vector)."""
+    def cosine_scores(
+        self,
+        q: np.ndarray | None,
+        rows: np.ndarray,
+        known_rows: np.ndarray | None = None,
+        known_dots: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """``clamp(cosine(q, v_row), 0, 1)`` for each row (zeros without a query vector).
+
+        ``known_rows``/``known_dots``: rows whose inner products with ``q`` are already known, as
+        the vector search returned them (the same float32 numbers ``VectorIndex.dot`` gives);
+        only the other rows' inner products are computed.
+        """
         vec = self._vectors
         if q is None or vec is None or rows.size == 0:
             return np.zeros(rows.size, dtype=np.float64)
         qn = float(np.linalg.norm(q))
         norms = vec.norms(rows).astype(np.float64)
-        dots = vec.dot(q, rows).astype(np.float64)
+        if known_rows is not None and known_dots is not None and known_rows.size:
+            sorter = np.argsort(known_rows)
+            at = np.searchsorted(known_rows, rows, sorter=sorter)
+            np.minimum(at, known_rows.size - 1, out=at)
+            at = sorter[at]
+            hit = known_rows[at] == rows
+            dots = known_dots[at].astype(np.float64)
+            if not hit.all():
+                miss = ~hit
+                dots[miss] = vec.dot(q, rows[miss])
+        else:
+            dots = vec.dot(q, rows).astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             cos = np.where((norms > 0) & (qn > 0), dots / (norms * qn), 0.0)
         return np.clip(cos, 0.0, 1.0)
@@ -636,7 +658,7 @@ class Engine:
         while start < rows.size and len(out) < want:
             chunk = rows[start : start + (want - len(out) if plan.min_score is None else 64)]
             start += chunk.size
-            scores = self.cosine_scores(q if use_v else None, chunk)
+            scores = self.cosine_scores(q if use_v else None, chunk, v_rows, v_scores)
             for r, s in zip(chunk.tolist(), scores.tolist()):
                 if plan.min_score is not None and s < plan.min_score:
                     continue

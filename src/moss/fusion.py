@@ -17,6 +17,7 @@ because rows are kept in index order).
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -25,7 +26,6 @@ __all__ = ["Normalisation", "fuse", "normalise", "rrf", "score_fusion"]
 
 RRF_K = 30
 Normalisation = Literal["dbsf", "minmax"]
-_ABSENT = np.iinfo(np.int64).max
 
 
 def normalise(scores: np.ndarray, method: Normalisation = "dbsf") -> np.ndarray:
@@ -38,28 +38,48 @@ def normalise(scores: np.ndarray, method: Normalisation = "dbsf") -> np.ndarray:
         if hi - lo <= 1e-12:
             return np.ones_like(s)
         return (s - lo) / (hi - lo)
-    mean, std = float(s.mean()), float(s.std())
+    # ``s.mean()`` and ``s.std()`` spelled out: the same pairwise sums and divisions (so the same
+    # bits) without numpy's generic reduction wrappers, which cost more than the arithmetic here.
+    n = s.size
+    mean = float(np.add.reduce(s)) / n
+    d = s - mean
+    std = math.sqrt(float(np.add.reduce(d * d)) / n)
     if std <= 1e-12:
         return np.ones_like(s)
     lo = mean - 3.0 * std
-    return np.clip((s - lo) / (6.0 * std), 0.0, 1.0)
+    out = s - lo
+    out /= 6.0 * std
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _ranks(v_rows: np.ndarray, k_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Union of both lists with each row's 1-based vector and keyword rank (absent = huge)."""
-    union = np.union1d(v_rows, k_rows).astype(np.int64)
-    rv = np.full(union.shape, _ABSENT, dtype=np.int64)
-    rk = np.full(union.shape, _ABSENT, dtype=np.int64)
-    if v_rows.size:
-        rv[np.searchsorted(union, v_rows)] = np.arange(1, v_rows.size + 1)
-    if k_rows.size:
-        rk[np.searchsorted(union, k_rows)] = np.arange(1, k_rows.size + 1)
-    return union, rv, rk
+def _merge(
+    v_rows: np.ndarray, v_terms: np.ndarray, k_rows: np.ndarray, k_terms: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``V ∪ K`` best first by ``v_term + k_term`` (a missing term counts as 0).
 
-
-def _order(fused: np.ndarray, rv: np.ndarray, rk: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    # np.lexsort sorts by the last key first: fused desc, then vector rank, keyword rank, row.
-    return np.lexsort((rows, rk, rv, -fused))
+    The union is laid out as V in order, then the rows of K that V lacks in K's order: that is
+    ascending (vector rank, keyword rank, row), the tie-break, so one stable sort by the fused
+    value alone gives the tie-broken order. Returns the rows and their fused values in that order.
+    """
+    v_rows = v_rows.astype(np.int64, copy=False)
+    k_rows = k_rows.astype(np.int64, copy=False)
+    if v_rows.size and k_rows.size:
+        sorter = np.argsort(v_rows)
+        at = np.searchsorted(v_rows, k_rows, sorter=sorter)
+        np.minimum(at, v_rows.size - 1, out=at)
+        at = sorter[at]
+        shared = v_rows[at] == k_rows
+        only_k = ~shared
+        rows = np.concatenate((v_rows, k_rows[only_k]))
+        fused = np.concatenate((v_terms, k_terms[only_k]))
+        # The same sum as adding both terms to zeros; V's rows are distinct, so no index repeats.
+        fused[at[shared]] += k_terms[shared]
+    elif v_rows.size:
+        rows, fused = v_rows, v_terms
+    else:
+        rows, fused = k_rows, k_terms
+    order = np.argsort(-fused, kind="stable")
+    return rows[order], fused[order]
 
 
 def rrf(
@@ -73,13 +93,9 @@ def rrf(
     >>> rows.tolist()   # 12 is vector rank 3 and keyword rank 1: 0.8/33 + 0.2/31 > 0.8/31
     [12, 10, 11]
     """
-    union, rv, rk = _ranks(v_rows, k_rows)
-    fused = np.zeros(union.shape, dtype=np.float64)
-    has_v, has_k = rv != _ABSENT, rk != _ABSENT
-    fused[has_v] += alpha / (k + rv[has_v])
-    fused[has_k] += (1.0 - alpha) / (k + rk[has_k])
-    order = _order(fused, rv, rk, union)
-    return union[order], fused[order]
+    v_terms = alpha / (k + np.arange(1, v_rows.size + 1, dtype=np.int64))
+    k_terms = (1.0 - alpha) / (k + np.arange(1, k_rows.size + 1, dtype=np.int64))
+    return _merge(v_rows, v_terms, k_rows, k_terms)
 
 
 def score_fusion(
@@ -91,14 +107,9 @@ def score_fusion(
     method: Normalisation = "dbsf",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Convex combination of normalised scores; rows absent from a list get 0 for that term."""
-    union, rv, rk = _ranks(v_rows, k_rows)
-    fused = np.zeros(union.shape, dtype=np.float64)
-    if v_rows.size:
-        fused[np.searchsorted(union, v_rows)] += alpha * normalise(v_scores, method)
-    if k_rows.size:
-        fused[np.searchsorted(union, k_rows)] += (1.0 - alpha) * normalise(k_scores, method)
-    order = _order(fused, rv, rk, union)
-    return union[order], fused[order]
+    v_terms = alpha * normalise(v_scores, method)
+    k_terms = (1.0 - alpha) * normalise(k_scores, method)
+    return _merge(v_rows, v_terms, k_rows, k_terms)
 
 
 def fuse(

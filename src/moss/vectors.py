@@ -216,7 +216,9 @@ class _Graph:
     def search(self, q: F32Array, count: int, ef: int) -> I64Array:
         """Rows of about ``count`` approximate nearest neighbours by inner product."""
         q64 = q.astype(np.float64)  # float64: 127 / max|q| may not fit a float32
-        q8 = _quantise(q64, 127.0 / float(np.abs(q64).max()))
+        # _quantise inlined: scaled by 127 / max|q|, nothing can overflow, so no errstate.
+        q64 *= 127.0 / float(np.abs(q64).max())
+        q8 = np.clip(np.rint(q64, out=q64), -127, 127, out=q64).astype(np.int8)
         self.index.expansion_search = ef
         keys, _, counts, _, _ = self.index.search_many(
             q8.reshape(1, -1),
@@ -338,6 +340,18 @@ class VectorIndex:
         return np.ascontiguousarray(v)
 
     def _query(self, q: Any) -> F32Array:
+        if (
+            type(q) is np.ndarray
+            and q.dtype == np.float32
+            and q.ndim == 1
+            and q.size == self.dim
+            and q.flags.c_contiguous
+        ):  # the engine's own query vectors: only finiteness is left to check
+            if not np.isfinite(q).all():
+                raise InvalidArgumentError(
+                    "query embedding must not contain NaN or infinite values"
+                )
+            return q
         v = _as_float32(q, "query embedding")
         if v.ndim != 1:
             raise InvalidArgumentError(f"query vector must be one-dimensional, got {v.shape}")
@@ -642,6 +656,8 @@ class VectorIndex:
         if mask is None:
             count = max(2 * k, _MIN_CANDIDATES)
             ann = g.search(q, count, self._search_ef(g.size, k, count))
+            if self._lo >= n and not tail_extra.size:  # no tail: the common, flushed case
+                return ann
             return np.concatenate([ann, self._scan(q, k, self._lo, n, None, tail_extra)])
         m = int(np.count_nonzero(mask))
         tail_extra = tail_extra[mask[tail_extra]]
@@ -710,9 +726,12 @@ class VectorIndex:
         return rows[scores >= kth - margin].astype(np.int64, copy=False)
 
     def _finalise(self, q: F32Array, cand: I64Array, k: int) -> tuple[I64Array, F32Array]:
-        rows = np.unique(cand)
+        # Every candidate path yields distinct rows (graph rows and tail rows are disjoint), so a
+        # sort does what np.unique did at a third of the cost; sorted, the float64 products run
+        # over the same rows in the same order as before.
+        rows = np.sort(cand)
         scores = self._dot64(q, rows)
-        order = np.lexsort((rows, -scores))[:k]
+        order = np.argsort(-scores, kind="stable")[:k]  # stable on sorted rows: ties by row
         return rows[order], scores[order]
 
     # ------------------------------------------------------------------ persistence
