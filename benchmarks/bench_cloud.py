@@ -372,7 +372,9 @@ def main() -> int:
                     backend = HttpBackend(url, *project)
                     t = time.perf_counter()
                     rec = backend.push("big", blob)
-                    backend.get_job(rec.job_id, 120)
+                    job = backend.get_job(rec.job_id, 120)
+                    if job.status.value != "completed":  # e.g. a stale cached snapshot
+                        raise SystemExit(f"push of the 100k index failed: {job.error}")
                     upload_s = time.perf_counter() - t
                     backend.close()
                     report["load_http"] = asyncio.run(

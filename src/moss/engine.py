@@ -678,25 +678,29 @@ def _timed(result: SearchResult, start: float) -> SearchResult:
     return SearchResult(result.docs, result.query, result.index_name, ms, result.model_id)
 
 
+def _units(
+    metadatas: list[dict[str, str] | None], ids: list[str], group_by: ParentGrouping
+) -> list[tuple[str, list[int]]]:
+    """§3.7 units in order of their first member: (key, members ordered by the order field)."""
+    parents = [(m or {}).get(group_by.parent_field) for m in metadatas]
+    order_vals = [(m or {}).get(group_by.order_field) for m in metadatas]
+    return [
+        (unit.key, order_members(unit.members, order_vals)) for unit in group_units(parents, ids)
+    ]
+
+
 def group_hits(
     docs: list[QueryResultDocumentInfo], group_by: ParentGrouping
 ) -> list[QueryResultDocumentInfo]:
     """§3.7 in query: units of hit members; score = best member score, position = best member's."""
-    parents = [(d.metadata or {}).get(group_by.parent_field) for d in docs]
-    units = group_units(parents, [d.id for d in docs])
-    order_vals = [(d.metadata or {}).get(group_by.order_field) for d in docs]
     out = []
-    for unit in units:
-        members = order_members(unit.members, order_vals)
+    for key, members in _units([d.metadata for d in docs], [d.id for d in docs], group_by):
         first = docs[members[0]]
+        text = "\n".join(docs[m].text for m in members)
+        best = max(docs[m].score for m in members)
         out.append(
             QueryResultDocumentInfo(
-                unit.key,
-                "\n".join(docs[m].text for m in members),
-                first.metadata,
-                max(docs[m].score for m in unit.members),
-                first.index_name,
-                first.payload,
+                key, text, first.metadata, best, first.index_name, first.payload
             )
         )
     return out
@@ -705,22 +709,11 @@ def group_hits(
 def _group_documents(
     docs: list[DocumentInfo], group_by: ParentGrouping, sort_by: str | None, ascending: bool
 ) -> list[DocumentInfo]:
-    parents = [(d.metadata or {}).get(group_by.parent_field) for d in docs]
-    units = group_units(parents, [d.id for d in docs])
-    order_vals = [(d.metadata or {}).get(group_by.order_field) for d in docs]
     out = []
-    for unit in units:
-        members = order_members(unit.members, order_vals)
+    for key, members in _units([d.metadata for d in docs], [d.id for d in docs], group_by):
         first = docs[members[0]]
-        out.append(
-            DocumentInfo(
-                unit.key,
-                "\n".join(docs[m].text for m in members),
-                first.metadata,
-                None,
-                first.payload,
-            )
-        )
+        text = "\n".join(docs[m].text for m in members)
+        out.append(DocumentInfo(key, text, first.metadata, None, first.payload))
     if sort_by is not None:
         order = sort_rows([(d.metadata or {}).get(sort_by) for d in out], ascending)
         out = [out[i] for i in order]
