@@ -209,6 +209,11 @@ def test_query_edge_cases() -> None:
         for o in bad:
             with pytest.raises(InvalidArgumentError):
                 await s.query("tiger", o)
+        with pytest.raises(InvalidArgumentError, match="integer"):
+            await s.query("tiger", QueryOptions(top_k=2.5))  # type: ignore[arg-type]
+        # numpy scalars are numbers too
+        res = await s.query("tiger", QueryOptions(top_k=np.int64(3), alpha=np.float32(0.0)))  # type: ignore[arg-type]
+        assert len(res.docs) <= 3
         with pytest.raises(InvalidArgumentError, match="custom embeddings"):
             await s.query("tiger", QueryOptions(alpha=0.5))
         res = await s.query("tiger", QueryOptions(embedding=q, min_score=0.3, top_k=20, alpha=1.0))

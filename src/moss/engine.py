@@ -18,6 +18,7 @@ half of it, and embedding a query never blocks a writer.
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 import time
 from collections.abc import Sequence
@@ -73,12 +74,13 @@ class QueryPlan:
 
 
 def _check_number(name: str, value: object, *, integer: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    # numbers.Real/Integral admit numpy scalars too (np.int64 is not an int subclass)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         kind = "an integer" if integer else "a number"
         raise InvalidArgumentError(f"{name} must be {kind}, not {type(value).__name__}")
-    if isinstance(value, float) and math.isnan(value):
+    if math.isnan(float(value)):
         raise InvalidArgumentError(f"{name} must not be NaN")
-    if integer and not isinstance(value, int):
+    if integer and not isinstance(value, numbers.Integral):
         raise InvalidArgumentError(f"{name} must be an integer, not {value!r}")
     return float(value)
 
