@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import math
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,3 +42,26 @@ WORDS = (
 def random_texts(n: int, seed: int = 0, length: int = 8) -> list[str]:
     rng = np.random.default_rng(seed)
     return [" ".join(rng.choice(WORDS, size=length)) for _ in range(n)]
+
+
+def naive_bm25(
+    texts: dict[str, str], query: str, k1: float = 1.2, b: float = 0.75
+) -> dict[str, float]:
+    """Reference BM25 recomputed from scratch over ``texts`` (id -> text): id -> score > 0."""
+    from moss.analysis import analyze
+
+    toks = {d: analyze(t) for d, t in texts.items()}
+    n = len(toks)
+    avgdl = sum(len(t) for t in toks.values()) / max(n, 1)
+    df = Counter(term for t in toks.values() for term in set(t))
+    out = {}
+    for d, t in toks.items():
+        tf = Counter(t)
+        s = 0.0
+        for q in analyze(query):
+            if tf[q]:
+                idf = math.log(1 + (n - df[q] + 0.5) / (df[q] + 0.5))
+                s += idf * tf[q] * (k1 + 1) / (tf[q] + k1 * (1 - b + b * len(t) / avgdl))
+        if s > 0:
+            out[d] = s
+    return out

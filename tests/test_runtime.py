@@ -4,10 +4,8 @@ bulk loads and multi-index queries, checked against brute-force references writt
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +20,9 @@ from moss import (
     QueryOptions,
     SessionIndex,
 )
-from moss.analysis import analyze
 from moss.server.testing import ServerProcess
+
+from .conftest import naive_bm25
 
 DIM = 16
 WORDS = "apple banana cherry delta echo falcon garden harbor island jungle".split()
@@ -206,24 +205,6 @@ def test_load_indexes_best_effort() -> None:
 
 
 # ------------------------------------------------------------------------------ multi-index
-
-
-def naive_bm25(texts: dict[str, str], query: str) -> dict[str, float]:
-    toks = {d: analyze(t) for d, t in texts.items()}
-    n = len(toks)
-    avgdl = sum(len(t) for t in toks.values()) / max(n, 1)
-    df = Counter(term for t in toks.values() for term in set(t))
-    out = {}
-    for d, t in toks.items():
-        tf = Counter(t)
-        s = 0.0
-        for q in analyze(query):
-            if tf[q]:
-                idf = math.log(1 + (n - df[q] + 0.5) / (df[q] + 0.5))
-                s += idf * tf[q] * 2.2 / (tf[q] + 1.2 * (0.25 + 0.75 * len(t) / avgdl))
-        if s > 0:
-            out[d] = s
-    return out
 
 
 def test_query_multi_index_matches_brute_force() -> None:

@@ -7,9 +7,7 @@ BM25 recomputed from scratch for keywords, and the §3.4 formulas for fusion.
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -24,9 +22,8 @@ from moss import (
     ParentGrouping,
     QueryOptions,
 )
-from moss.analysis import analyze
 
-from .conftest import random_texts, unit_vectors
+from .conftest import naive_bm25, random_texts, unit_vectors
 
 DIM = 16
 
@@ -47,26 +44,6 @@ async def _session(name: str = "s", n: int = 0, seed: int = 0):  # type: ignore[
         ]
         await s.add_docs(docs)
     return client, s
-
-
-def naive_bm25(
-    texts: dict[str, str], query: str, k1: float = 1.2, b: float = 0.75
-) -> dict[str, float]:
-    toks = {d: analyze(t) for d, t in texts.items()}
-    n = len(toks)
-    avgdl = sum(len(t) for t in toks.values()) / max(n, 1)
-    df = Counter(term for t in toks.values() for term in set(t))
-    out = {}
-    for d, t in toks.items():
-        tf = Counter(t)
-        s = 0.0
-        for q in analyze(query):
-            if tf[q]:
-                idf = math.log(1 + (n - df[q] + 0.5) / (df[q] + 0.5))
-                s += idf * tf[q] * (k1 + 1) / (tf[q] + k1 * (1 - b + b * len(t) / avgdl))
-        if s > 0:
-            out[d] = s
-    return out
 
 
 def test_upsert_counting_and_order() -> None:
