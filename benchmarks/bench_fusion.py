@@ -58,15 +58,18 @@ def main() -> None:
         [DocumentInfo(i, t, None, v) for i, t, v in zip(ds.doc_ids, ds.doc_texts, corpus)]
     )
     rows = []
-    configs: list[tuple[str, str, int]] = [("rrf", "-", 0)]
+    # (fusion, normalisation, min depth of V, min depth of K); 0 = the contract's D = 2 * top_k
+    configs: list[tuple[str, str, int, int]] = [("rrf", "-", 0, 0)]
     for norm in ("dbsf", "minmax"):
         for depth in (0, 50, 100):
-            configs.append(("score", norm, depth))
-    for fusion, norm, depth in configs:
+            configs.append(("score", norm, depth, depth))
+    configs += [("score", "dbsf", 50, 0), ("score", "dbsf", 100, 0)]
+    for fusion, norm, depth, k_depth in configs:
         if fusion == "score":
             engine_mod.SCORE_NORMALISATION = norm  # type: ignore[assignment]
             engine_mod.SCORE_FUSION_MIN_DEPTH = depth
-        row = {"fusion": fusion, "normalisation": norm, "min_depth": depth}
+            engine_mod.SCORE_FUSION_MIN_DEPTH_K = k_depth
+        row = {"fusion": fusion, "normalisation": norm, "min_depth": depth, "min_depth_k": k_depth}
         for split in ("train", "test"):
             row[split] = run_split(engine, split, fusion, ALPHAS)
         rows.append(row)
@@ -81,13 +84,14 @@ def main() -> None:
     print(json.dumps(report, indent=1))
     if not args.json:
         head = " | ".join(f"a={a}" for a in ALPHAS)
-        print(f"\n| fusion | norm | min depth | split | {head} |")
-        print("|---" * (4 + len(ALPHAS)) + "|")
+        print(f"\n| fusion | norm | min depth V | min depth K | split | {head} |")
+        print("|---" * (5 + len(ALPHAS)) + "|")
         for r in rows:
             for split in ("train", "test"):
                 vals = " | ".join(f"{r[split][a]:.4f}" for a in ALPHAS)  # type: ignore[index]
                 print(
-                    f"| {r['fusion']} | {r['normalisation']} | {r['min_depth']} | {split} | {vals} |"
+                    f"| {r['fusion']} | {r['normalisation']} | {r['min_depth']} | {r['min_depth_k']} "
+                    f"| {split} | {vals} |"
                 )
 
 

@@ -52,9 +52,11 @@ __all__ = ["CUSTOM", "Engine", "QueryPlan", "as_vector", "group_hits", "validate
 CUSTOM = "custom"
 DEFAULT_TOP_K = 5
 DEFAULT_ALPHA = 0.8
-# Score fusion normalises each list over at least this many candidates: a deeper list gives the
-# normaliser stable statistics. Chosen on the SciFact train split (docs/fusion.md).
-SCORE_FUSION_MIN_DEPTH = 50
+# Score fusion normalises the vector list over at least SCORE_FUSION_MIN_DEPTH candidates (a deeper
+# list gives the normaliser stable statistics) and the keyword list over the contract's depth D
+# (0 here = no minimum). Chosen on the SciFact train split at the default alpha (docs/fusion.md).
+SCORE_FUSION_MIN_DEPTH = 100
+SCORE_FUSION_MIN_DEPTH_K = 0
 SCORE_NORMALISATION: Normalisation = "dbsf"
 _COMPACT_MIN_DEAD = 1024
 
@@ -565,9 +567,15 @@ class Engine:
         return _timed(SearchResult(docs, text, name, None, self.model_id), start)
 
     def candidate_lists(
-        self, plan: QueryPlan, q: np.ndarray | None, terms: list[str], depth: int
+        self,
+        plan: QueryPlan,
+        q: np.ndarray | None,
+        terms: list[str],
+        depth: int,
+        k_depth: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Raw V and K lists (rows and raw scores, best first) after the filter. Hold ``_lock``."""
+        """Raw V (``depth`` long) and K (``k_depth``, default ``depth``) lists, best first, after
+        the filter. Hold ``_lock``."""
         n = len(self._ids)
         allowed: np.ndarray | None = None
         if plan.flt is not None:
@@ -578,7 +586,8 @@ class Engine:
         if plan.alpha > 0.0 and q is not None and vec is not None and len(vec) > 0:
             v_rows, v_scores = vec.search(q, depth, allowed)
         if plan.alpha < 1.0 and terms:
-            k_rows, k_scores = self._bm25.search(terms, depth, allowed)
+            k_depth = depth if k_depth is None else k_depth
+            k_rows, k_scores = self._bm25.search(terms, k_depth, allowed)
         return v_rows, v_scores, k_rows, k_scores
 
     def _metadata_columns(self) -> MetadataColumns:
@@ -639,11 +648,12 @@ class Engine:
         grouped = plan.group_by is not None
         want = n if grouped else plan.top_k  # grouping needs every member hit
         depth = max(plan.depth, n) if grouped else plan.depth
-        deep = depth
+        v_deep = k_deep = depth
         if plan.fusion == "score" and 0.0 < plan.alpha < 1.0:
-            deep = max(depth, SCORE_FUSION_MIN_DEPTH)
+            v_deep = max(depth, SCORE_FUSION_MIN_DEPTH)
+            k_deep = max(depth, SCORE_FUSION_MIN_DEPTH_K)
         v_rows, v_scores, k_rows, k_scores = self.candidate_lists(
-            plan, q if use_v else None, terms, deep
+            plan, q if use_v else None, terms, v_deep, k_deep
         )
         if v_rows.size and not k_rows.size:
             rows = v_rows[:depth]
