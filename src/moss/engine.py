@@ -22,6 +22,7 @@ import numbers
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -551,17 +552,31 @@ class Engine:
         empty = SearchResult([], text, name, None, self.model_id)
         if plan.top_k == 0 or (blank and plan.embedding is None):
             return _timed(empty, start)
+        terms = analyze(text) if plan.alpha < 1.0 and not blank else []
         q = plan.embedding
+        pre: _KeywordPrefetch | None = None
         if q is None and plan.alpha > 0.0:
             if self.is_custom:
                 raise InvalidArgumentError(
                     f"index {name!r} uses custom embeddings and cannot embed text queries: "
                     "pass QueryOptions(embedding=...) or use alpha=0"
                 )
-            q = self._embedder().embed_query(text)
-        terms = analyze(text) if plan.alpha < 1.0 and not blank else []
+            embedder = self._embedder()
+            if terms and plan.group_by is None:
+                # The keyword search does not need the query vector: run the embedding (~4 ms
+                # in onnxruntime, which releases the GIL) on a worker thread meanwhile.
+                future = _embedding_pool().submit(embedder.embed_query, text)
+                try:
+                    with self._lock:
+                        pre = self._prefetch_keywords(plan, terms)
+                finally:
+                    q = future.result()
+            else:
+                q = embedder.embed_query(text)
         with self._lock:
-            docs = [self.result_doc(r, s, name) for r, s in self._search(plan, q, terms)]
+            if pre is not None and pre.version != self.version:
+                pre = None  # a write landed meanwhile: take both lists from one version
+            docs = [self.result_doc(r, s, name) for r, s in self._search(plan, q, terms, pre)]
         if plan.group_by is not None:
             docs = group_hits(docs, plan.group_by)[: plan.top_k]
         return _timed(SearchResult(docs, text, name, None, self.model_id), start)
@@ -573,22 +588,45 @@ class Engine:
         terms: list[str],
         depth: int,
         k_depth: int | None = None,
+        pre: _KeywordPrefetch | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Raw V (``depth`` long) and K (``k_depth``, default ``depth``) lists, best first, after
-        the filter. Hold ``_lock``."""
-        n = len(self._ids)
-        allowed: np.ndarray | None = None
-        if plan.flt is not None:
-            allowed = self._metadata_columns().evaluate(plan.flt, n) & self._live[:n]
+        the filter; ``pre`` supplies the filter mask and K computed earlier on this same version.
+        Hold ``_lock``."""
+        allowed = pre.allowed if pre is not None else self._allowed(plan)
         v_rows = k_rows = np.zeros(0, np.int64)
         v_scores = k_scores = np.zeros(0, np.float32)
         vec = self._vectors
         if plan.alpha > 0.0 and q is not None and vec is not None and len(vec) > 0:
             v_rows, v_scores = vec.search(q, depth, allowed)
-        if plan.alpha < 1.0 and terms:
+        if pre is not None:
+            k_rows, k_scores = pre.k_rows, pre.k_scores
+        elif plan.alpha < 1.0 and terms:
             k_depth = depth if k_depth is None else k_depth
             k_rows, k_scores = self._bm25.search(terms, k_depth, allowed)
         return v_rows, v_scores, k_rows, k_scores
+
+    def _allowed(self, plan: QueryPlan) -> np.ndarray | None:
+        if plan.flt is None:
+            return None
+        n = len(self._ids)
+        return self._metadata_columns().evaluate(plan.flt, n) & self._live[:n]
+
+    def _depths(self, plan: QueryPlan) -> tuple[int, int, int]:
+        """(D, vector list depth, keyword list depth) for this query on the current contents."""
+        grouped = plan.group_by is not None
+        depth = max(plan.depth, len(self._ids)) if grouped else plan.depth
+        v_deep = k_deep = depth
+        if plan.fusion == "score" and 0.0 < plan.alpha < 1.0:
+            v_deep = max(depth, SCORE_FUSION_MIN_DEPTH)
+            k_deep = max(depth, SCORE_FUSION_MIN_DEPTH_K)
+        return depth, v_deep, k_deep
+
+    def _prefetch_keywords(self, plan: QueryPlan, terms: list[str]) -> _KeywordPrefetch:
+        """The filter mask and K list of a query, tagged with the version they came from."""
+        allowed = self._allowed(plan)
+        k_rows, k_scores = self._bm25.search(terms, self._depths(plan)[2], allowed)
+        return _KeywordPrefetch(self.version, allowed, k_rows, k_scores)
 
     def _metadata_columns(self) -> MetadataColumns:
         """The columnar metadata, built on first use (hold ``_lock``)."""
@@ -637,23 +675,22 @@ class Engine:
         return np.clip(cos, 0.0, 1.0)
 
     def _search(
-        self, plan: QueryPlan, q: np.ndarray | None, terms: list[str]
+        self,
+        plan: QueryPlan,
+        q: np.ndarray | None,
+        terms: list[str],
+        pre: _KeywordPrefetch | None = None,
     ) -> list[tuple[int, float]]:
         use_v = plan.alpha > 0.0 and q is not None and self.has_vectors()
         if plan.min_score is not None and not use_v:
             raise InvalidArgumentError(
                 "min_score cannot be used on a keyword-only query (alpha 0 or no vectors)"
             )
-        n = len(self._ids)
         grouped = plan.group_by is not None
-        want = n if grouped else plan.top_k  # grouping needs every member hit
-        depth = max(plan.depth, n) if grouped else plan.depth
-        v_deep = k_deep = depth
-        if plan.fusion == "score" and 0.0 < plan.alpha < 1.0:
-            v_deep = max(depth, SCORE_FUSION_MIN_DEPTH)
-            k_deep = max(depth, SCORE_FUSION_MIN_DEPTH_K)
+        want = len(self._ids) if grouped else plan.top_k  # grouping needs every member hit
+        depth, v_deep, k_deep = self._depths(plan)
         v_rows, v_scores, k_rows, k_scores = self.candidate_lists(
-            plan, q if use_v else None, terms, v_deep, k_deep
+            plan, q if use_v else None, terms, v_deep, k_deep, pre
         )
         if v_rows.size and not k_rows.size:
             rows = v_rows[:depth]
@@ -683,6 +720,27 @@ class Engine:
         """The hit for ``row`` (hold ``_lock``)."""
         d = self._doc(row)
         return QueryResultDocumentInfo(d.id, d.text, d.metadata, score, index_name, d.payload)
+
+
+@dataclass(frozen=True)
+class _KeywordPrefetch:
+    version: int
+    allowed: np.ndarray | None
+    k_rows: np.ndarray
+    k_scores: np.ndarray
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _embedding_pool() -> ThreadPoolExecutor:
+    """Worker threads that embed query texts while the calling thread searches keywords."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="moss-embed")
+        return _POOL
 
 
 def _timed(result: SearchResult, start: float) -> SearchResult:
