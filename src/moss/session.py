@@ -32,6 +32,7 @@ from .types import (
     PushIndexResult,
     QueryOptions,
     SearchResult,
+    upsert_flag,
 )
 
 if TYPE_CHECKING:
@@ -131,11 +132,7 @@ class SessionIndex:
     ) -> tuple[int, int]:
         """Embed and index ``docs`` locally; returns ``(added, updated)`` (API.md §3.2, §3.13)."""
         self._check_open()
-        if options is not None and not isinstance(options, MutationOptions):
-            raise InvalidArgumentError(
-                f"options must be MutationOptions, not {type(options).__name__}"
-            )
-        upsert = True if options is None or options.upsert is None else bool(options.upsert)
+        upsert = upsert_flag(options)
         custom = self._engine.model_id == CUSTOM
         # Reading files and chunking can be slow; the normalisation itself is cheap for lists.
         small = isinstance(docs, list) and len(docs) <= _INLINE_MAX_DOCS

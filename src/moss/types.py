@@ -38,6 +38,7 @@ __all__ = [
     "SearchResult",
     "coerce_metadata",
     "coerce_metadata_value",
+    "upsert_flag",
     "validate_index_name",
 ]
 
@@ -113,6 +114,15 @@ class MutationOptions:
     """Options of ``add_docs``: ``upsert=False`` skips ids that already exist."""
 
     upsert: Optional[bool] = None
+
+
+def upsert_flag(options: object) -> bool:
+    """Whether ``add_docs`` replaces existing ids: ``None`` options or ``upsert=None`` mean yes."""
+    if options is None:
+        return True
+    if not isinstance(options, MutationOptions):
+        raise InvalidArgumentError(f"options must be MutationOptions, not {type(options).__name__}")
+    return True if options.upsert is None else bool(options.upsert)
 
 
 _CHUNK_MODES = ("pages", "sentences")

@@ -42,6 +42,7 @@ from ..types import (
     MutationResult,
     ParentGrouping,
     PushIndexResult,
+    upsert_flag,
     validate_index_name,
 )
 from .base import Backend
@@ -226,11 +227,7 @@ class CloudIndexes:
         chunking: Chunking | None = None,
     ) -> MutationResult:
         validate_index_name(name)
-        if options is not None and not isinstance(options, MutationOptions):
-            raise InvalidArgumentError(
-                f"options must be MutationOptions, not {type(options).__name__}"
-            )
-        upsert = True if options is None or options.upsert is None else bool(options.upsert)
+        upsert = upsert_flag(options)
         info: IndexInfo = await self._call(self.backend.get_index, name)
         model_id = info.model.id
         items: list[DocumentInfo] = await asyncio.to_thread(
