@@ -34,7 +34,6 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -46,6 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+import _machine
 from moss import DocumentInfo, MossClient, QueryOptions, __version__
 from moss.engine import Engine
 from moss.server.testing import ServerProcess
@@ -56,30 +56,17 @@ VOCAB = [f"w{i:04d}" for i in range(3000)]
 
 
 def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        model = platform.processor()
     import httpx
     import starlette
     import uvicorn
 
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "versions": {
-            "moss": __version__,
-            "numpy": np.__version__,
-            "httpx": httpx.__version__,
-            "starlette": starlette.__version__,
-            "uvicorn": uvicorn.__version__,
-        },
-    }
+    return _machine.machine(
+        moss=__version__,
+        numpy=np.__version__,
+        httpx=httpx.__version__,
+        starlette=starlette.__version__,
+        uvicorn=uvicorn.__version__,
+    )
 
 
 def load() -> list[float]:

@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+import _machine
+
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = Path(os.environ.get("BENCH_SCIFACT", REPO.parent / "shared" / "data" / "scifact"))
 
@@ -355,15 +357,7 @@ def compare_st(python: str, data: dict[str, Any], args: argparse.Namespace) -> d
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+    return _machine.machine()
 
 
 def versions() -> dict[str, str]:

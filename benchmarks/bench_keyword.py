@@ -49,18 +49,13 @@ try:
 except ImportError:
     sys.path.insert(0, str(ROOT / "src"))
 
+import _machine  # noqa: E402  (benchmarks/_machine.py, beside this script)
 from moss.analysis import analyze, analyze_many  # noqa: E402
 from moss.keyword import BM25Index  # noqa: E402
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return _machine.cpu_model()
 
 
 def word_list() -> list[str]:

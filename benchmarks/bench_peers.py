@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -63,6 +62,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import _machine  # noqa: E402  (benchmarks/_machine.py, beside this script)
 from peers.common import Params  # noqa: E402
 
 ALL_PEERS = [
@@ -444,26 +444,9 @@ def markdown(ds: dict[str, Any], rows: list[dict[str, Any]], params: Params) -> 
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError):
-        mem_gb = None
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gb": mem_gb,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "loadavg_start": os.getloadavg(),
-    }
+    info = _machine.machine()
+    info["loadavg_start"] = info.pop("loadavg")
+    return info
 
 
 def versions() -> dict[str, str | None]:

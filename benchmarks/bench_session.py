@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -35,26 +34,13 @@ REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"
 sys.path.insert(0, str(REPO / "src"))
 
+import _machine  # noqa: E402  (benchmarks/_machine.py, beside this script)
 from moss import DocumentInfo, MossClient, QueryOptions  # noqa: E402
 from moss.engine import Engine  # noqa: E402
 
 
 def machine() -> dict[str, object]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "loadavg": os.getloadavg(),
-    }
+    return _machine.machine(numpy=np.__version__)
 
 
 def load_scifact() -> tuple[list[str], list[str], np.ndarray, list[str], np.ndarray]:

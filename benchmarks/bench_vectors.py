@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+import _machine
 from moss.vectors import VectorIndex
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -368,24 +368,7 @@ def bench_variants(x: np.ndarray, queries: np.ndarray) -> dict[str, Any]:
 def machine() -> dict[str, Any]:
     import usearch
 
-    model = "?"
-    flags = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name") and model == "?":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "avx2": " avx2" in flags,
-        "avx512f": " avx512f" in flags,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "usearch": usearch.__version__,
-        "loadavg": os.getloadavg(),
-    }
+    return _machine.machine(numpy=np.__version__, usearch=usearch.__version__)
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
