@@ -140,6 +140,16 @@ def query_indices(data: Data, params: Params) -> list[int]:
     return list(range(n if params.max_queries <= 0 else min(n, params.max_queries)))
 
 
+def _record(row: Row, params: Params, hits: list[int] | None, dt: float) -> float:
+    """Store one timed query (``None`` hits: it failed) and return its duration."""
+    if hits is None:
+        row.errors += 1
+        hits = []
+    row.latencies_ms.append(dt * 1000.0)
+    row.results.append([int(h) for h in hits[: params.top_k]])
+    return dt
+
+
 def run_queries(row: Row, data: Data, params: Params, search: Callable[[int], list[int]]) -> Row:
     """Time ``search(i)`` for each query (after a warm-up), stopping once the budget is spent."""
     idx = query_indices(data, params)
@@ -149,14 +159,10 @@ def run_queries(row: Row, data: Data, params: Params, search: Callable[[int], li
     for i in idx:
         t0 = time.perf_counter()
         try:
-            hits = search(i)
+            hits: list[int] | None = search(i)
         except Exception:  # a peer failing one query (e.g. a query parser) counts, not aborts
-            hits = []
-            row.errors += 1
-        dt = time.perf_counter() - t0
-        row.latencies_ms.append(dt * 1000.0)
-        row.results.append([int(h) for h in hits[: params.top_k]])
-        spent += dt
+            hits = None
+        spent += _record(row, params, hits, time.perf_counter() - t0)
         if spent > params.budget_s:
             row.note = f"stopped after {len(row.results)} queries (time budget)"
             break
@@ -175,14 +181,10 @@ async def run_queries_async(
     for i in idx:
         t0 = time.perf_counter()
         try:
-            hits = await search(i)
+            hits: list[int] | None = await search(i)
         except Exception:
-            hits = []
-            row.errors += 1
-        dt = time.perf_counter() - t0
-        row.latencies_ms.append(dt * 1000.0)
-        row.results.append([int(h) for h in hits[: params.top_k]])
-        spent += dt
+            hits = None
+        spent += _record(row, params, hits, time.perf_counter() - t0)
         if spent > params.budget_s:
             row.note = f"stopped after {len(row.results)} queries (time budget)"
             break
