@@ -360,8 +360,8 @@ def main() -> int:
                     t = time.perf_counter()
                     rec = backend.push("big", blob)
                     job = backend.get_job(rec.job_id, 120)
-                    if job.status.value != "completed":  # e.g. a stale cached snapshot
-                        raise SystemExit(f"push of the 100k index failed: {job.error}")
+                    if job.status.status.value != "completed":  # e.g. a stale cached snapshot
+                        raise SystemExit(f"push of the 100k index failed: {job.status.error}")
                     upload_s = time.perf_counter() - t
                     backend.close()
                     report["load_http"] = asyncio.run(

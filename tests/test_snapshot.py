@@ -11,7 +11,15 @@ import pytest
 
 from moss import DocumentInfo, MossClient, MossError, QueryOptions
 from moss.engine import Engine
-from moss.snapshot import SnapshotData, current_generation, pack, read_dir, unpack, write_dir
+from moss.snapshot import (
+    FORMAT_VERSION,
+    SnapshotData,
+    current_generation,
+    pack,
+    read_dir,
+    unpack,
+    write_dir,
+)
 
 from .conftest import random_texts, unit_vectors
 
@@ -114,7 +122,9 @@ def test_new_generation_switches_atomically(tmp_path: Path) -> None:
 def test_snapshot_rejects_an_unknown_format_version(tmp_path: Path) -> None:
     gen = write_dir(tmp_path, _engine(5).to_snapshot())
     m = gen / "manifest.json"
-    m.write_text(m.read_text().replace('"format_version": 1', '"format_version": 99'))
+    m.write_text(
+        m.read_text().replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 99')
+    )
     with pytest.raises(MossError, match="format version 99"):
         read_dir(tmp_path)
 
@@ -154,3 +164,116 @@ def test_snapshot_data_shape_is_checked() -> None:
     with pytest.raises(ValueError):
         pack(bad)
     assert os.sep  # keep the import used on every platform
+
+
+# ------------------------------------------------------------------ format 2 and the container
+
+
+def _graph_engine(n: int = 4500, deletes: int = 0) -> Engine:
+    """An engine past the exact-search size, so it has an HNSW graph."""
+    vecs = unit_vectors(n, DIM, 5)
+    e = Engine("custom")
+    e.add_documents(
+        [DocumentInfo(f"g{i}", f"graph doc {i} river", None, vecs[i]) for i in range(n)]
+    )
+    e.wait_for_background_work()
+    if deletes:
+        e.delete([f"g{i}" for i in range(0, 10 * deletes, 10)])
+    return e
+
+
+def _hits(e: Engine) -> list[list[tuple[str, float]]]:
+    out = []
+    for q in unit_vectors(20, DIM, 77):
+        r = e.query("river", QueryOptions(embedding=q, alpha=0.7, top_k=10))
+        out.append([(d.id, round(d.score, 6)) for d in r.docs])
+    return out
+
+
+def test_pack_strips_the_graph_vectors_and_restores_them_bit_for_bit() -> None:
+    e = _graph_engine()
+    data = e.to_snapshot()
+    assert "vec/graph" in data.arrays
+    back = unpack(pack(data))
+    assert "vec/graph_slot_row" not in back.arrays
+    assert np.array_equal(back.arrays["vec/graph"], data.arrays["vec/graph"])
+    # what the int8 copies would have cost travels as 4 bytes of slot -> row per node instead
+    plain = pack(data, compress=False)
+    n, dim = data.vectors.shape  # type: ignore[union-attr]
+    assert len(plain) - len(pack(data)) >= n * (dim - 4)
+    assert _hits(Engine.from_snapshot(back)) == _hits(e)
+
+
+def test_pack_keeps_the_vectors_of_removed_graph_nodes() -> None:
+    # Removed nodes keep their int8 copies in usearch's buffer while their rows are gone: those
+    # slots match no row, travel as extra vectors, and the round trip stays bit for bit.
+    from moss.snapshot import _vector_arrays
+    from moss.vectors import strip_graph_vectors
+
+    e = _graph_engine(deletes=50)
+    data = e.to_snapshot()
+    stripped = strip_graph_vectors(_vector_arrays(data.arrays), data.vectors)  # type: ignore[arg-type]
+    assert int((stripped["graph_slot_row"] < 0).sum()) == len(stripped["graph_extra_vectors"]) > 0
+    back = unpack(pack(data))
+    assert np.array_equal(back.arrays["vec/graph"], data.arrays["vec/graph"])
+    assert _hits(Engine.from_snapshot(back)) == _hits(e)
+
+
+def test_compressed_container_is_smaller_and_damage_is_detected() -> None:
+    data = _engine(300).to_snapshot()
+    small, plain = pack(data), pack(data, compress=False)
+    assert len(small) < len(plain)
+    assert unpack(plain).texts == unpack(small).texts == data.texts
+    # flip a byte inside the compressed docs/arrays sections: zlib or the CRC must catch it
+    for pos in range(len(small) - 400, len(small), 37):
+        bad = small[:pos] + bytes([small[pos] ^ 0xFF]) + small[pos + 1 :]
+        with pytest.raises(MossError) as err:
+            unpack(bad)
+        assert err.value.code == "DESERIALIZATION"
+
+
+def test_texts_stay_utf8_until_read(tmp_path: Path) -> None:
+    e = Engine("custom")
+    texts = ["ascii only", "Ελληνικά και 日本語 🙂", "", "tab\tand\nnewline"]
+    e.add_documents([DocumentInfo(str(i), t, None, [1.0] * DIM) for i, t in enumerate(texts)])
+    write_dir(tmp_path, e.to_snapshot())
+    data = read_dir(tmp_path)
+    from moss.texts import TextColumn
+
+    assert isinstance(data.texts, TextColumn) and list(data.texts) == texts
+    back = Engine.from_snapshot(data)
+    assert [d.text for d in back.get_documents()] == texts
+    back.add_documents([DocumentInfo("1", "changed", None, [1.0] * DIM)])  # an overlay edit
+    assert [d.text for d in back.get_documents()][1] == "changed"
+    assert list(read_dir(tmp_path).texts) == texts  # the file is untouched
+
+
+def test_format_1_snapshots_still_load(tmp_path: Path) -> None:
+    """A snapshot written by moss 0.1 (texts in docs.json, no index arrays) loads and answers."""
+    import json
+    import zlib
+
+    docs = _docs(25)
+    vecs = np.asarray([d.embedding for d in docs], dtype="<f4")
+    files = {
+        "docs.json": json.dumps(
+            {"ids": [d.id for d in docs], "texts": [d.text for d in docs],
+             "metadata": [d.metadata for d in docs], "payloads": [d.payload for d in docs]}
+        ).encode(),
+        "vectors.f32": vecs.tobytes(),
+        "arrays.bin": b"",
+    }  # fmt: skip
+    manifest = {
+        "format": "moss-snapshot", "format_version": 1, "model_id": "custom", "dimension": DIM,
+        "doc_count": len(docs), "model": None, "arrays": {}, "extra": {},
+        "files": {k: {"size": len(v), "crc32": zlib.crc32(v)} for k, v in files.items()},
+    }  # fmt: skip
+    gen = tmp_path / "gen-000001"
+    gen.mkdir()
+    for name, body in {**files, "manifest.json": json.dumps(manifest).encode()}.items():
+        (gen / name).write_bytes(body)
+    (tmp_path / "CURRENT").write_text("gen-000001\n")
+    old = Engine.from_snapshot(read_dir(tmp_path))
+    fresh = Engine("custom")
+    fresh.add_documents(docs)
+    assert _answers(old) == _answers(fresh)

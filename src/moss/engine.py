@@ -35,6 +35,7 @@ from .fusion import Normalisation, fuse
 from .grouping import group_units, order_members, sort_rows
 from .keyword import BM25Index
 from .snapshot import SnapshotData
+from .texts import TextColumn
 from .types import (
     DocumentInfo,
     GetDocumentsOptions,
@@ -162,7 +163,7 @@ class Engine:
         self.embedder = embedder
         self.dimension = embedder.dimension if embedder is not None else dimension
         self._ids: list[str | None] = []
-        self._texts: list[str] = []
+        self._texts = TextColumn()  # UTF-8 bytes, decoded when read (moss.texts)
         self._metas: list[dict[str, str] | None] = []
         self._payloads: list[str | None] = []
         self._row_of: dict[str, int] = {}
@@ -325,7 +326,7 @@ class Engine:
         old_to_new[live] = np.arange(int(live.sum()), dtype=np.int64)
         keep = np.flatnonzero(live).tolist()
         self._ids = [self._ids[r] for r in keep]
-        self._texts = [self._texts[r] for r in keep]
+        self._texts = self._texts.take(keep)
         self._metas = [self._metas[r] for r in keep]
         self._payloads = [self._payloads[r] for r in keep]
         self._row_of = {doc_id: i for i, doc_id in enumerate(self._ids) if doc_id is not None}
@@ -418,7 +419,7 @@ class Engine:
                 model_id=self.model_id,
                 dimension=self.dimension,
                 ids=[i for i in self._ids if i is not None],
-                texts=list(self._texts),
+                texts=self._texts.copy(),
                 metadata=[dict(m) if m is not None else None for m in self._metas],
                 payloads=list(self._payloads),
                 vectors=matrix if matrix is not None and len(self._ids) else None,
@@ -480,7 +481,11 @@ class Engine:
         n = len(data.ids)
         ids: list[str | None] = list(data.ids)
         self._ids = ids
-        self._texts = list(data.texts)  # shallow copies: the snapshot may be loaded twice
+        # Shallow copies: the snapshot may be loaded twice.
+        texts = data.texts
+        self._texts = (
+            texts.copy() if isinstance(texts, TextColumn) else TextColumn.from_texts(texts)
+        )
         self._metas = list(data.metadata)
         self._payloads = list(data.payloads)
         self._row_of = {d: i for i, d in enumerate(data.ids)}

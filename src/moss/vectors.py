@@ -55,7 +55,7 @@ import numpy.typing as npt
 
 from .errors import DESERIALIZATION, InvalidArgumentError, MossError
 
-__all__ = ["FORMAT_VERSION", "VectorIndex"]
+__all__ = ["FORMAT_VERSION", "VectorIndex", "restore_graph_vectors", "strip_graph_vectors"]
 
 F32Array = npt.NDArray[np.float32]
 F64Array = npt.NDArray[np.float64]
@@ -260,6 +260,106 @@ class _Graph:
         ):
             raise ValueError("graph nodes and graph_key_row disagree")
         return g
+
+
+# usearch's serialised dense index starts with ``u32 rows, u32 cols`` and then the ``rows x cols``
+# int8 vectors in slot order; the graph (node keys, levels, neighbour lists) follows.
+_GRAPH_HEAD = 8
+_HASH_CHUNK = 8192
+
+
+def _row_hashes(x8: npt.NDArray[np.int8], weights: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """One int64 hash per int8 row (equal rows, equal hashes; exact, no float rounding)."""
+    out = np.empty(x8.shape[0], dtype=np.int64)
+    for s in range(0, x8.shape[0], _HASH_CHUNK):
+        out[s : s + _HASH_CHUNK] = x8[s : s + _HASH_CHUNK].astype(np.int64) @ weights
+    return out
+
+
+def strip_graph_vectors(
+    arrays: Mapping[str, np.ndarray], matrix: npt.ArrayLike
+) -> dict[str, np.ndarray]:
+    """``arrays`` (a :meth:`VectorIndex.to_arrays` dict) without the graph's int8 row copies.
+
+    The copies are ``_quantise(matrix[row], scale)`` of the row each graph slot holds: a snapshot
+    that carries the float32 matrix anyway can drop them (0.22x the matrix, a third of the graph)
+    and keep ``graph_slot_row`` (slot -> row) instead; :func:`restore_graph_vectors` puts them back
+    bit for bit. Slots are matched to rows by content and every match is verified; a slot that no
+    row reproduces exactly (a removed node still in the buffer) keeps its bytes, in
+    ``graph_extra_vectors``, and gets row -1.
+    """
+    out = dict(arrays)
+    graph, meta = arrays.get("graph"), arrays.get("meta")
+    mat = np.asarray(matrix)
+    if graph is None or meta is None or mat.ndim != 2 or "graph_slot_row" in arrays:
+        return out
+    buf = np.asarray(graph).reshape(-1).view(np.uint8)
+    if buf.size < _GRAPH_HEAD:
+        return out
+    rows, cols = (int(v) for v in np.frombuffer(buf[:_GRAPH_HEAD].tobytes(), "<u4"))
+    end = _GRAPH_HEAD + rows * cols
+    if cols != mat.shape[1] or end > buf.size or rows == 0 or mat.shape[0] == 0:
+        return out
+    block = buf[_GRAPH_HEAD:end].view(np.int8).reshape(rows, cols)
+    scale = float(np.asarray(meta)[2])
+    weights = np.random.default_rng(0x6D6F7373).integers(1, 1 << 40, size=cols, dtype=np.int64)
+    q = np.empty(mat.shape, dtype=np.int8)
+    for s in range(0, mat.shape[0], _HASH_CHUNK):
+        q[s : s + _HASH_CHUNK] = _quantise(mat[s : s + _HASH_CHUNK], scale)
+    h_rows = _row_hashes(q, weights)
+    order = np.argsort(h_rows, kind="stable")
+    sorted_h = h_rows[order]
+    h_slots = _row_hashes(block, weights)
+    at = np.minimum(np.searchsorted(sorted_h, h_slots), sorted_h.size - 1)
+    slot_row = order[at]
+    ok = sorted_h[at] == h_slots
+    ok[ok] = (q[slot_row[ok]] == block[ok]).all(axis=1)
+    slot_row[~ok] = -1
+    out["graph"] = np.concatenate([buf[:_GRAPH_HEAD], buf[end:]])
+    out["graph_slot_row"] = slot_row.astype(np.int32)
+    out["graph_extra_vectors"] = block[~ok].copy()
+    return out
+
+
+def restore_graph_vectors(
+    arrays: Mapping[str, np.ndarray], matrix: npt.ArrayLike
+) -> dict[str, np.ndarray]:
+    """The inverse of :func:`strip_graph_vectors` (``arrays`` unchanged if nothing was stripped).
+
+    Raises:
+        ValueError: ``graph_slot_row`` does not fit the graph or the matrix.
+    """
+    out = dict(arrays)
+    slot_row = out.pop("graph_slot_row", None)
+    extra = np.asarray(out.pop("graph_extra_vectors", np.zeros((0, 0), np.int8)))
+    if slot_row is None:
+        return out
+    mat = np.asarray(matrix)
+    buf = np.asarray(out["graph"]).reshape(-1).view(np.uint8)
+    slots = np.asarray(slot_row, dtype=np.int64)
+    if buf.size < _GRAPH_HEAD or mat.ndim != 2:
+        raise ValueError("stripped graph is truncated")
+    rows, cols = (int(v) for v in np.frombuffer(buf[:_GRAPH_HEAD].tobytes(), "<u4"))
+    if rows != slots.size or cols != mat.shape[1]:
+        raise ValueError(f"stripped graph has {rows}x{cols} slots for {slots.size} slot rows")
+    own = slots >= 0
+    n_extra = int(slots.size - np.count_nonzero(own))
+    if slots.size and (int(slots.min()) < -1 or int(slots.max()) >= mat.shape[0]):
+        raise ValueError("graph slot rows point outside the matrix")
+    if n_extra and (extra.dtype != np.int8 or extra.shape != (n_extra, cols)):
+        raise ValueError(f"graph keeps {extra.shape} extra vectors for {n_extra} slots")
+    scale = float(np.asarray(out["meta"])[2])
+    end = _GRAPH_HEAD + rows * cols
+    full = np.empty(buf.size + rows * cols, dtype=np.uint8)
+    full[:_GRAPH_HEAD] = buf[:_GRAPH_HEAD]
+    block = full[_GRAPH_HEAD:end].view(np.int8).reshape(rows, cols)
+    for s in range(0, rows, _HASH_CHUNK):
+        block[s : s + _HASH_CHUNK] = _quantise(mat[slots[s : s + _HASH_CHUNK]], scale)
+    if n_extra:
+        block[~own] = extra
+    full[end:] = buf[_GRAPH_HEAD:]
+    out["graph"] = full
+    return out
 
 
 class VectorIndex:
