@@ -4,8 +4,8 @@ Run:
     .venv/bin/python benchmarks/bench_fusion.py [--json]
 
 Builds one custom-model index of the SciFact corpus with the reference all-MiniLM-L6-v2 vectors
-(../shared/data/scifact/emb), then for every normalisation (dbsf = 3-sigma, minmax) and minimum
-candidate depth, and for RRF, computes nDCG@10 (top_k=10) over an alpha grid on the train split
+(../shared/data/scifact/emb), then for every normalisation (theoretical = clamped cosine and BM25
+over the query's maximum BM25; dbsf = 3-sigma; minmax) and minimum candidate depth, and for RRF, computes nDCG@10 (top_k=10) over an alpha grid on the train split
 (809 queries) and the test split (300 queries). The configuration with the best *train* nDCG@10 at
 the default alpha 0.8 (ties: best over alphas) is the one moss ships; docs/fusion.md records it.
 """
@@ -61,9 +61,11 @@ def main() -> None:
     # (fusion, normalisation, min depth of V, min depth of K); 0 = the contract's D = 2 * top_k
     configs: list[tuple[str, str, int, int]] = [("rrf", "-", 0, 0)]
     for norm in ("dbsf", "minmax"):
-        for depth in (0, 50, 100):
+        for depth in (0, 100):
             configs.append(("score", norm, depth, depth))
-    configs += [("score", "dbsf", 50, 0), ("score", "dbsf", 100, 0)]
+    configs += [("score", "dbsf", 50, 50), ("score", "dbsf", 100, 0)]
+    for depth, k_depth in ((0, 0), (20, 20), (50, 50), (100, 100), (100, 0), (100, 20)):
+        configs.append(("score", "theoretical", depth, k_depth))
     for fusion, norm, depth, k_depth in configs:
         if fusion == "score":
             engine_mod.SCORE_NORMALISATION = norm  # type: ignore[assignment]

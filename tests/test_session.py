@@ -145,6 +145,63 @@ def test_hybrid_rrf_matches_contract_formula() -> None:
     run(go())
 
 
+def test_hybrid_score_fusion_matches_brute_force() -> None:
+    """The default fusion: alpha * clamp(cos) + (1 - alpha) * BM25 / (the query's maximum BM25),
+    over the top max(D, 100) vector and top max(D, 20) keyword candidates, a missing term 0."""
+    import math
+
+    from moss.analysis import analyze
+
+    n = 400
+
+    async def go() -> None:
+        _, s = await _session(n=n, seed=8)
+        vecs = unit_vectors(n, DIM, 8)
+        texts = dict(zip(map(str, range(n)), random_texts(n, 8)))
+        toks = [analyze(t) for t in texts.values()]
+        for qi, (query, alpha, top_k) in enumerate(
+            [("river tiger", 0.5, 5), ("apple river apple", 0.8, 10), ("tiger", 0.3, 30)]
+        ):
+            q = unit_vectors(1, DIM, 90 + qi)[0]
+            res = await s.query(query, QueryOptions(embedding=q.tolist(), top_k=top_k, alpha=alpha))
+            depth = 2 * top_k
+            dots = vecs @ q
+            v_list = [str(i) for i in np.argsort(-dots, kind="stable")[: max(depth, 100)]]
+            bm = naive_bm25(texts, query)
+            k_list = sorted(bm, key=lambda d: (-bm[d], int(d)))[: max(depth, 20)]
+            top = 0.0
+            for term in analyze(query):
+                df = sum(term in t for t in toks)
+                if df:
+                    top += math.log(1 + (n - df + 0.5) / (df + 0.5)) * 2.2  # k1 + 1
+            big = 10**9
+
+            def fused(d: str) -> float:
+                f = 0.0
+                if d in v_list:
+                    f += alpha * min(max(float(dots[int(d)]), 0.0), 1.0)
+                if d in k_list:
+                    f += (1 - alpha) * bm[d] / top
+                return f
+
+            cands = set(v_list) | set(k_list)
+            expect = sorted(
+                cands,
+                key=lambda d: (
+                    -round(fused(d), 9),
+                    v_list.index(d) if d in v_list else big,
+                    k_list.index(d) if d in k_list else big,
+                    int(d),
+                ),
+            )[:top_k]
+            got = [d.id for d in res.docs]
+            # float32 BM25 may reorder only near-exact ties
+            assert [round(fused(d), 5) for d in got] == [round(fused(d), 5) for d in expect]
+            assert got[:3] == expect[:3]
+
+    run(go())
+
+
 def test_filter_applies_before_ranking() -> None:
     async def go() -> None:
         _, s = await _session(n=300, seed=4)

@@ -54,12 +54,13 @@ __all__ = ["CUSTOM", "Engine", "QueryPlan", "as_vector", "group_hits", "validate
 CUSTOM = "custom"
 DEFAULT_TOP_K = 5
 DEFAULT_ALPHA = 0.8
-# Score fusion normalises the vector list over at least SCORE_FUSION_MIN_DEPTH candidates (a deeper
-# list gives the normaliser stable statistics) and the keyword list over the contract's depth D
-# (0 here = no minimum). Chosen on the SciFact train split at the default alpha (docs/fusion.md).
+# Score fusion takes at least SCORE_FUSION_MIN_DEPTH vector and SCORE_FUSION_MIN_DEPTH_K keyword
+# candidates (0 = the contract's depth D) and maps each score by its theoretical range (clamped
+# cosine; BM25 / the query's maximum BM25). Chosen on the SciFact train split at the default alpha
+# (docs/fusion.md).
 SCORE_FUSION_MIN_DEPTH = 100
-SCORE_FUSION_MIN_DEPTH_K = 0
-SCORE_NORMALISATION: Normalisation = "dbsf"
+SCORE_FUSION_MIN_DEPTH_K = 20
+SCORE_NORMALISATION: Normalisation = "theoretical"
 _COMPACT_MIN_DEAD = 1024
 
 
@@ -642,6 +643,13 @@ class Engine:
             self._columns = cols
         return self._columns
 
+    def keyword_fraction(self, terms: list[str], k_scores: np.ndarray) -> np.ndarray:
+        """BM25 scores as fractions of the query's maximum attainable score, in [0, 1)."""
+        top = self._bm25.max_score(terms)
+        if top <= 0.0:
+            return np.zeros(k_scores.size, dtype=np.float64)
+        return np.asarray(k_scores, dtype=np.float64) / top
+
     def has_vectors(self) -> bool:
         return self._vectors is not None and len(self._vectors) > 0
 
@@ -663,7 +671,9 @@ class Engine:
             return np.zeros(rows.size, dtype=np.float64)
         qn = float(np.linalg.norm(q))
         norms = vec.norms(rows).astype(np.float64)
-        if known_rows is not None and known_dots is not None and known_rows.size:
+        if known_rows is rows and known_dots is not None:
+            dots = known_dots.astype(np.float64)
+        elif known_rows is not None and known_dots is not None and known_rows.size:
             sorter = np.argsort(known_rows)
             at = np.searchsorted(known_rows, rows, sorter=sorter)
             np.minimum(at, known_rows.size - 1, out=at)
@@ -702,8 +712,12 @@ class Engine:
         elif k_rows.size and not v_rows.size:
             rows = k_rows[:depth]
         else:
+            v_fuse, k_fuse = v_scores, k_scores
+            if plan.fusion == "score" and SCORE_NORMALISATION == "theoretical":
+                v_fuse = self.cosine_scores(q, v_rows, v_rows, v_scores)
+                k_fuse = self.keyword_fraction(terms, k_scores)
             rows = fuse(
-                plan.fusion, v_rows, v_scores, k_rows, k_scores, plan.alpha, SCORE_NORMALISATION
+                plan.fusion, v_rows, v_fuse, k_rows, k_fuse, plan.alpha, SCORE_NORMALISATION
             )
         out: list[tuple[int, float]] = []
         # Score only as many rows as can still be returned: all of them without min_score is

@@ -5,11 +5,16 @@ Two fusions, both pure functions over ranked lists of row numbers:
 * :func:`rrf` — weighted reciprocal-rank fusion with constant 30, exactly the proprietary SDK's
   ranking (Cormack, Clarke & Büttcher, "Reciprocal Rank Fusion outperforms Condorcet and individual
   rank learning methods", SIGIR 2009; weighted by ``alpha``).
-* :func:`score_fusion` — our default: each list's raw scores are normalised to a common scale and
-  combined convexly, ``alpha * v̂ + (1 - alpha) * k̂`` (a missing term counts as 0). Normalisation is
-  *distribution-based* ("3-sigma", Mazzeschi's DBSF as used by Qdrant): ``(s - (μ - 3σ)) / 6σ``
-  clipped to [0, 1], which keeps a single outstanding hit from flattening the rest the way min-max
-  does. The choice and depth were measured on the SciFact *train* split (docs/fusion.md).
+* :func:`score_fusion` — our default: each list's scores are normalised to a common scale and
+  combined convexly, ``alpha * v̂ + (1 - alpha) * k̂`` (a missing term counts as 0). The default
+  normalisation is *theoretical* (Bruch, Gai & Ingber, "An Analysis of Fusion Functions for Hybrid
+  Retrieval", TOIS 2023): each score is divided by its own range, known without looking at the
+  other candidates: the clamped cosine for vectors, BM25 over the query's maximum attainable BM25
+  for keywords. The caller (the engine, which knows norms and term weights) maps the scores, and
+  ``normalise(s, "theoretical")`` passes them through. The list-based alternatives are kept for
+  measurement: *distribution-based* ("3-sigma", DBSF as used by Qdrant), ``(s - (μ - 3σ)) / 6σ``
+  clipped to [0, 1], and min-max. The choice and depths were measured on the SciFact *train* split
+  (docs/fusion.md).
 
 Ties go to the better vector rank, then the better keyword rank, then index order (the row number,
 because rows are kept in index order).
@@ -25,13 +30,13 @@ import numpy as np
 __all__ = ["Normalisation", "fuse", "normalise", "rrf", "score_fusion"]
 
 RRF_K = 30
-Normalisation = Literal["dbsf", "minmax"]
+Normalisation = Literal["theoretical", "dbsf", "minmax"]
 
 
 def normalise(scores: np.ndarray, method: Normalisation = "dbsf") -> np.ndarray:
     """Map one list's raw scores onto [0, 1] (higher is better)."""
     s = np.asarray(scores, dtype=np.float64)
-    if s.size == 0:
+    if s.size == 0 or method == "theoretical":  # already on [0, 1] by their known range
         return s
     if method == "minmax":
         lo, hi = float(s.min()), float(s.max())

@@ -753,6 +753,15 @@ class BM25Index:
         order = np.lexsort((keys, -scores))[:depth]
         return keys[order], scores[order]
 
+    def max_score(self, terms: Sequence[str]) -> float:
+        """The supremum of this query's BM25 score over all documents: ``sum(idf * (k1 + 1))``
+        over its known terms (repeats counted), which a document approaches as each term's tf
+        grows. Every score ``search`` returns is below it; 0.0 when no term is known.
+        """
+        if self._total_len == 0:
+            return 0.0
+        return float(sum(w for _, w in self._query(terms)))
+
     def scores_for(self, terms: Sequence[str], keys: npt.ArrayLike) -> F32:
         """BM25 scores of the given keys (0 for keys absent or matching no term).
 

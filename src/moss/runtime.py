@@ -42,6 +42,7 @@ import numpy as np
 from .engine import (
     CUSTOM,
     SCORE_FUSION_MIN_DEPTH,
+    SCORE_FUSION_MIN_DEPTH_K,
     SCORE_NORMALISATION,
     Engine,
     group_hits,
@@ -484,40 +485,50 @@ def _search_many(
     total = sum(int(e.live_rows().size) for e in engines) if grouped else 0
     want = total if grouped else plan.top_k
     depth = max(plan.depth, total) if grouped else plan.depth
-    deep = depth
-    if plan.fusion == "score" and 0.0 < plan.alpha < 1.0:
-        deep = max(depth, SCORE_FUSION_MIN_DEPTH)
+    v_deep = k_deep = depth
+    score_fusion = plan.fusion == "score" and 0.0 < plan.alpha < 1.0
+    if score_fusion:
+        v_deep = max(depth, SCORE_FUSION_MIN_DEPTH)
+        k_deep = max(depth, SCORE_FUSION_MIN_DEPTH_K)
+    theoretical = score_fusion and SCORE_NORMALISATION == "theoretical"
     v_parts, k_parts = [], []
     offsets: list[int] = []
     offset = 0
     for e in engines:
         v_rows, v_scores, k_rows, k_scores = e.candidate_lists(
-            plan, q if use_v else None, terms, deep
+            plan, q if use_v else None, terms, v_deep, k_deep
         )
+        if theoretical:  # comparable across indexes, whose BM25 statistics differ
+            k_scores = e.keyword_fraction(terms, k_scores)
         offsets.append(offset)
         v_parts.append((v_rows + offset, v_scores))
         k_parts.append((k_rows + offset, k_scores))
         top = max(int(v_rows.max(initial=-1)), int(k_rows.max(initial=-1)))
         offset += top + 1  # ids only need to be unique and keep each index's row order
-    v_ids, v_scores_all = _merge(v_parts, deep)
-    k_ids, k_scores_all = _merge(k_parts, deep)
+    v_ids, v_scores_all = _merge(v_parts, v_deep)
+    k_ids, k_scores_all = _merge(k_parts, k_deep)
+    bounds = np.asarray(offsets[1:], dtype=np.int64)
+
+    def cosines(ids: np.ndarray) -> np.ndarray:
+        which = np.searchsorted(bounds, ids, side="right")
+        out = np.zeros(ids.size, dtype=np.float64)
+        for i, e in enumerate(engines):
+            mask = which == i
+            if mask.any():
+                out[mask] = e.cosine_scores(q if use_v else None, ids[mask] - offsets[i])
+        return out
+
     if v_ids.size and not k_ids.size:
         ids = v_ids[:depth]
     elif k_ids.size and not v_ids.size:
         ids = k_ids[:depth]
     else:
-        ids = fuse(
-            plan.fusion, v_ids, v_scores_all, k_ids, k_scores_all, plan.alpha, SCORE_NORMALISATION
-        )
+        v_fuse = cosines(v_ids) if theoretical else v_scores_all
+        ids = fuse(plan.fusion, v_ids, v_fuse, k_ids, k_scores_all, plan.alpha, SCORE_NORMALISATION)
     if ids.size == 0:
         return []
-    bounds = np.asarray(offsets[1:], dtype=np.int64)
     which = np.searchsorted(bounds, ids, side="right")
-    scores = np.zeros(ids.size, dtype=np.float64)
-    for i, e in enumerate(engines):
-        mask = which == i
-        if mask.any():
-            scores[mask] = e.cosine_scores(q if use_v else None, ids[mask] - offsets[i])
+    scores = cosines(ids)
     out = []
     for gid, w, s in zip(ids.tolist(), which.tolist(), scores.tolist()):
         if plan.min_score is not None and s < plan.min_score:
