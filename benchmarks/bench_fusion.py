@@ -50,6 +50,7 @@ def run_split(engine: Engine, split: str, fusion: str, alphas: list[float]) -> d
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--shipped-only", action="store_true", help="only RRF and the shipped default")
     args = ap.parse_args()
     ds = load_beir(SCIFACT, "test")
     corpus, _ = load_embeddings(SCIFACT / "emb", ds)
@@ -66,6 +67,9 @@ def main() -> None:
     configs += [("score", "dbsf", 50, 50), ("score", "dbsf", 100, 0)]
     for depth, k_depth in ((0, 0), (20, 20), (50, 50), (100, 100), (100, 0), (100, 20)):
         configs.append(("score", "theoretical", depth, k_depth))
+    if args.shipped_only:
+        configs = [("rrf", "-", 0, 0), ("score", engine_mod.SCORE_NORMALISATION,
+                   engine_mod.SCORE_FUSION_MIN_DEPTH, engine_mod.SCORE_FUSION_MIN_DEPTH_K)]  # fmt: skip
     for fusion, norm, depth, k_depth in configs:
         if fusion == "score":
             engine_mod.SCORE_NORMALISATION = norm  # type: ignore[assignment]

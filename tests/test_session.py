@@ -147,7 +147,7 @@ def test_hybrid_rrf_matches_contract_formula() -> None:
 
 def test_hybrid_score_fusion_matches_brute_force() -> None:
     """The default fusion: alpha * clamp(cos) + (1 - alpha) * BM25 / (the query's maximum BM25),
-    over the top max(D, 100) vector and top max(D, 20) keyword candidates, a missing term 0."""
+    over the top max(D, 100) vector and top D keyword candidates, a missing term 0."""
     import math
 
     from moss.analysis import analyze
@@ -168,7 +168,7 @@ def test_hybrid_score_fusion_matches_brute_force() -> None:
             dots = vecs @ q
             v_list = [str(i) for i in np.argsort(-dots, kind="stable")[: max(depth, 100)]]
             bm = naive_bm25(texts, query)
-            k_list = sorted(bm, key=lambda d: (-bm[d], int(d)))[: max(depth, 20)]
+            k_list = sorted(bm, key=lambda d: (-bm[d], int(d)))[:depth]
             top = 0.0
             for term in analyze(query):
                 df = sum(term in t for t in toks)

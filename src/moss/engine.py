@@ -59,7 +59,7 @@ DEFAULT_ALPHA = 0.8
 # cosine; BM25 / the query's maximum BM25). Chosen on the SciFact train split at the default alpha
 # (docs/fusion.md).
 SCORE_FUSION_MIN_DEPTH = 100
-SCORE_FUSION_MIN_DEPTH_K = 20
+SCORE_FUSION_MIN_DEPTH_K = 0
 SCORE_NORMALISATION: Normalisation = "theoretical"
 _COMPACT_MIN_DEAD = 1024
 
