@@ -42,6 +42,18 @@ def test_unchanged_column_hands_back_its_own_arrays() -> None:
     assert b2 is blob and o2 is offsets
 
 
+@pytest.mark.parametrize("edit", [False, True])
+def test_to_arrays_after_appends_and_edits(edit: bool) -> None:
+    col = TextColumn.from_texts(["a", "bé"])
+    col.append("")
+    col.append("dø")
+    if edit:
+        col[0] = "z"
+    expect = ["z" if edit else "a", "bé", "", "dø"]
+    assert list(TextColumn(*col.to_arrays())) == expect
+    assert (col.to_arrays()[0].tobytes()) == "".join(expect).encode()
+
+
 @given(
     st.lists(st.text(max_size=12), max_size=30),
     st.lists(st.integers(0, 40), max_size=30),

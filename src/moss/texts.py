@@ -213,9 +213,14 @@ class TextColumn(Sequence[str]):
 
     def to_arrays(self) -> tuple[U8, I64]:
         """``(blob, offsets)`` of every text; the loaded arrays themselves when nothing changed."""
-        if not self._edits and not self._tail:
-            return self._whole_blob(), self._offsets
-        return encode_texts(self)
+        if self._edits:
+            return encode_texts(self)
+        base = self._whole_blob()
+        if not self._tail:
+            return base, self._offsets
+        tail_blob, tail_offsets = encode_texts(self._tail)  # appended only: keep the base bytes
+        offsets = np.concatenate([self._offsets, tail_offsets[1:] + self._offsets[-1]])
+        return np.concatenate([base, tail_blob]), offsets
 
     def nbytes(self) -> int:
         """Bytes of the blob (in memory or on file) and offsets, not counting overlay strings."""
