@@ -342,3 +342,55 @@ def test_offline_tolerant_load_then_refresh(
         asyncio.run(go())
     finally:
         server.stop()
+
+
+def test_query_multi_index_hybrid_matches_brute_force() -> None:
+    """Score fusion across indexes: V is the global top max(D, 100) by inner product, K the global
+    top D by BM25 as a fraction of each index's own maximum BM25 for the query, fused as
+    alpha * clamp(cos) + (1 - alpha) * fraction, a missing term 0."""
+    import math
+
+    from moss.analysis import analyze
+
+    async def go() -> None:
+        c = MossClient("p", "k")
+        rng = np.random.default_rng(23)
+        vocab = [f"w{j}" for j in range(40)]  # varied lengths and terms: no exact BM25 ties
+        parts = {"a": corpus(60, 21, "a"), "b": corpus(45, 22, "b")}
+        for docs in parts.values():
+            for d in docs:
+                d.text = " ".join(rng.choice(vocab, size=int(rng.integers(3, 15))))
+        for name, docs in parts.items():
+            await push(c, name, docs)
+        await c.load_indexes(list(parts))
+        q = unit(1, 78)[0]
+        query, alpha, top_k = "w1 w2 w3", 0.5, 5
+        res = await c.query_multi_index(
+            list(parts), query, QueryOptions(embedding=q.tolist(), alpha=alpha, top_k=top_k)
+        )
+        every = [d for docs in parts.values() for d in docs]
+        cos = {d.id: float(np.dot(np.asarray(d.embedding), q)) for d in every}
+        v_list = sorted(cos, key=lambda i: -cos[i])[:100]
+        frac: dict[str, float] = {}
+        for docs in parts.values():
+            bm = naive_bm25({d.id: d.text for d in docs}, query)
+            toks = [analyze(d.text) for d in docs]
+            top = 0.0
+            for term in analyze(query):
+                df = sum(term in t for t in toks)
+                if df:
+                    top += math.log(1 + (len(docs) - df + 0.5) / (df + 0.5)) * 2.2
+            frac.update({i: s / top for i, s in bm.items()})
+        k_list = sorted(frac, key=lambda i: -frac[i])[: 2 * top_k]
+
+        def fused(i: str) -> float:
+            f = alpha * min(max(cos[i], 0.0), 1.0) if i in v_list else 0.0
+            return f + ((1 - alpha) * frac[i] if i in k_list else 0.0)
+
+        expect = sorted(set(v_list) | set(k_list), key=lambda i: -fused(i))[:top_k]
+        got = [d.id for d in res.docs]
+        assert [round(fused(i), 6) for i in got] == [round(fused(i), 6) for i in expect]
+        assert set(got) & set(k_list)  # the keyword side took part
+        await c.close()
+
+    asyncio.run(go())
