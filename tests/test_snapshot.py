@@ -277,3 +277,14 @@ def test_format_1_snapshots_still_load(tmp_path: Path) -> None:
     fresh = Engine("custom")
     fresh.add_documents(docs)
     assert _answers(old) == _answers(fresh)
+
+
+def test_texts_stay_readable_after_their_generation_is_replaced(tmp_path: Path) -> None:
+    e = _engine(50)
+    write_dir(tmp_path, e.to_snapshot())
+    old_gen = current_generation(tmp_path)
+    loaded = Engine.from_snapshot(read_dir(tmp_path))
+    write_dir(tmp_path, loaded.to_snapshot())  # a new generation; the old one is deleted
+    assert old_gen is not None and not old_gen.exists()
+    assert [d.text for d in loaded.get_documents()] == [d.text for d in e.get_documents()]
+    assert _answers(loaded) == _answers(e)
