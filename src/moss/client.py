@@ -106,7 +106,9 @@ class MossClient:
                 "pass both or neither"
             )
         if model_id is not None:
-            _check_model_id(model_id)
+            from .embedding import check_model_id
+
+            check_model_id(model_id)
         data = await self._fetch_cloud_snapshot(index_name) if auto_load_on_init else None
         if data is not None and model_id is not None and model_id != data.model_id:
             raise InvalidArgumentError(
@@ -353,14 +355,3 @@ class MossClient:
         self._sessions.clear()
         self._closed = True
         self._cloud.close()
-
-
-def _check_model_id(model_id: object) -> str:
-    from .embedding import BUILTIN_MODEL_IDS
-
-    accepted = (*BUILTIN_MODEL_IDS, CUSTOM)
-    if not isinstance(model_id, str) or model_id not in accepted:
-        raise InvalidArgumentError(
-            f"unknown model_id {model_id!r}; accepted: {', '.join(accepted)}"
-        )
-    return model_id

@@ -195,9 +195,9 @@ class CloudIndexes:
     ) -> MutationResult | JobHandle:
         validate_index_name(name)
         if model_id is not None:
-            from ..client import _check_model_id
+            from ..embedding import check_model_id
 
-            _check_model_id(model_id)
+            check_model_id(model_id)
         items: list[DocumentInfo] = await asyncio.to_thread(
             normalize_docs,
             docs,

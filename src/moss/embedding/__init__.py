@@ -36,6 +36,7 @@ from moss.embedding.base import (
     MINILM_MODEL_ID,
     Embedder,
     bulk_threads,
+    check_model_id,
     model_unavailable,
     query_threads,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "DEFAULT_MODEL_ID",
     "PRECISION_ENV",
     "Embedder",
+    "check_model_id",
     "clear_embedder_cache",
     "get_embedder",
 ]

@@ -33,6 +33,7 @@ __all__ = [
     "MINILM_MODEL_ID",
     "Embedder",
     "bulk_threads",
+    "check_model_id",
     "check_text",
     "check_texts",
     "l2_normalize_rows",
@@ -78,6 +79,20 @@ class Embedder(Protocol):
     def warm(self) -> None:
         """Load everything and run the model once, so the next call pays no start-up cost."""
         ...
+
+
+def check_model_id(model_id: object) -> str:
+    """``model_id`` if it names a built-in model or ``"custom"``.
+
+    Raises:
+        InvalidArgumentError: anything else, listing the accepted ids.
+    """
+    accepted = (*BUILTIN_MODEL_IDS, CUSTOM_MODEL_ID)
+    if not isinstance(model_id, str) or model_id not in accepted:
+        raise InvalidArgumentError(
+            f"unknown model_id {model_id!r}; accepted: {', '.join(accepted)}"
+        )
+    return model_id
 
 
 def model_unavailable(message: str, *, detail: str | None = None) -> MossError:

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..embedding.base import check_model_id
 from ..errors import (
     NOT_FOUND,
     UNAUTHORIZED,
@@ -387,7 +388,7 @@ class Store:
         params = dict(params or {})
         index_id = None
         if kind == "create":
-            _check_model(params.get("model_id"))
+            check_model_id(params.get("model_id"))
             if self.catalog.get_index(project_id, name) is not None:
                 raise AlreadyExistsError(f"index {name!r} already exists")
         elif kind in ("add", "delete"):
@@ -462,7 +463,7 @@ class Store:
                     f"cannot push index {job.index_name!r}: it has no documents; "
                     "add documents first"
                 )
-            _check_model(data.model_id)
+            check_model_id(data.model_id)
             return data.doc_count, None
         docs, data = decode_batch(blob)
         if job.kind == "create":
@@ -514,17 +515,6 @@ class Store:
                 # Woken by this process's runner; the cap covers jobs run by other processes.
                 if self._generation == seen:
                     self._changed.wait(min(left, 0.1 if job.owner != self.owner else 1.0))
-
-
-def _check_model(model_id: object) -> str:
-    from ..embedding import BUILTIN_MODEL_IDS, CUSTOM_MODEL_ID
-
-    accepted = (*BUILTIN_MODEL_IDS, CUSTOM_MODEL_ID)
-    if not isinstance(model_id, str) or model_id not in accepted:
-        raise InvalidArgumentError(
-            f"unknown model_id {model_id!r}; accepted: {', '.join(accepted)}"
-        )
-    return model_id
 
 
 def _info(row: IndexRow) -> IndexInfo:
