@@ -39,7 +39,7 @@ import struct
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -280,11 +280,7 @@ def pack(data: SnapshotData, *, compress: bool = True) -> bytes:
         vec = _vector_arrays(data.arrays)
         stripped = strip_graph_vectors(vec, data.vectors)
         if "graph_slot_row" in stripped:
-            arrays = _with_vector_arrays(data.arrays, stripped)
-            data = SnapshotData(
-                data.model_id, data.dimension, data.ids, data.texts, data.metadata,
-                data.payloads, data.vectors, arrays, data.model, data.extra,
-            )  # fmt: skip
+            data = replace(data, arrays=_with_vector_arrays(data.arrays, stripped))
     files = _encode(data)
     entries: list[dict[str, Any]] = []
     bodies: dict[str, bytes | memoryview] = {}

@@ -45,6 +45,23 @@ def encode_texts(texts: Iterable[str]) -> tuple[U8, I64]:
     return blob, offsets
 
 
+def _checked_offsets(offsets: npt.ArrayLike, size: int) -> I64:
+    """``offsets`` as int64 after checking that they cut ``size`` bytes into ascending slices.
+
+    Raises:
+        ValueError: not a non-empty 1-D integer array, not spanning ``[0, size]``, or descending.
+    """
+    arr = np.asarray(offsets)
+    if arr.ndim != 1 or arr.size < 1 or arr.dtype.kind not in "iu":
+        raise ValueError("text offsets must be a non-empty one-dimensional integer array")
+    if int(arr[0]) != 0 or int(arr[-1]) != size:
+        raise ValueError("text offsets do not span the blob")
+    if arr.size > 1 and bool((np.diff(arr) < 0).any()):
+        raise ValueError("text offsets are not ascending")
+    out: I64 = arr.astype(np.int64, copy=False)
+    return out
+
+
 class _ReadOnlyFile:
     """An ``os.open`` descriptor closed with its last user (shared by a column and its copies)."""
 
@@ -76,20 +93,13 @@ class TextColumn(Sequence[str]):
         if blob is None or offsets is None:
             blob, offsets = np.zeros(0, np.uint8), np.zeros(1, np.int64)
         blob = np.asarray(blob)
-        offsets = np.asarray(offsets)
         if blob.ndim != 1 or blob.dtype != np.uint8:
             raise ValueError("text blob must be a one-dimensional uint8 array")
-        if offsets.ndim != 1 or offsets.size < 1 or offsets.dtype.kind not in "iu":
-            raise ValueError("text offsets must be a non-empty one-dimensional integer array")
-        if int(offsets[0]) != 0 or int(offsets[-1]) != blob.size:
-            raise ValueError("text offsets do not span the blob")
-        if offsets.size > 1 and bool((np.diff(offsets) < 0).any()):
-            raise ValueError("text offsets are not ascending")
         self._blob: U8 | None = blob
         self._file: _ReadOnlyFile | None = None
         self._file_at = 0
-        self._offsets = offsets.astype(np.int64, copy=False)
-        self._base = offsets.size - 1
+        self._offsets = _checked_offsets(offsets, blob.size)
+        self._base = self._offsets.size - 1
         self._edits: dict[int, str] = {}
         self._tail: list[str] = []
 
@@ -109,17 +119,10 @@ class TextColumn(Sequence[str]):
         Raises:
             ValueError: the offsets do not describe ``size`` bytes.
         """
-        col = cls(np.zeros(0, dtype=np.uint8), np.zeros(1, np.int64))
-        offsets = np.asarray(offsets)
-        if offsets.ndim != 1 or offsets.size < 1 or offsets.dtype.kind not in "iu":
-            raise ValueError("text offsets must be a non-empty one-dimensional integer array")
-        if int(offsets[-1]) != size or int(offsets[0]) != 0:
-            raise ValueError("text offsets do not span the blob")
-        if offsets.size > 1 and bool((np.diff(offsets) < 0).any()):
-            raise ValueError("text offsets are not ascending")
+        checked = _checked_offsets(offsets, size)
+        col = cls()
         col._blob, col._file, col._file_at = None, _ReadOnlyFile(fd), at
-        col._offsets = np.asarray(offsets).astype(np.int64, copy=False)
-        col._base = col._offsets.size - 1
+        col._offsets, col._base = checked, checked.size - 1
         return col
 
     def _bytes(self, lo: int, hi: int) -> bytes:

@@ -268,6 +268,14 @@ _GRAPH_HEAD = 8
 _HASH_CHUNK = 8192
 
 
+def _graph_head(buf: U8Array) -> tuple[int, int]:
+    """``(rows, cols)`` of the int8 vector block at the front of a serialised usearch index."""
+    if buf.size < _GRAPH_HEAD:
+        raise ValueError("graph buffer is truncated")
+    rows, cols = (int(v) for v in np.frombuffer(buf[:_GRAPH_HEAD].tobytes(), "<u4"))
+    return rows, cols
+
+
 def _row_hashes(x8: npt.NDArray[np.int8], weights: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """One int64 hash per int8 row (equal rows, equal hashes; exact, no float rounding)."""
     out = np.empty(x8.shape[0], dtype=np.int64)
@@ -296,7 +304,7 @@ def strip_graph_vectors(
     buf = np.asarray(graph).reshape(-1).view(np.uint8)
     if buf.size < _GRAPH_HEAD:
         return out
-    rows, cols = (int(v) for v in np.frombuffer(buf[:_GRAPH_HEAD].tobytes(), "<u4"))
+    rows, cols = _graph_head(buf)
     end = _GRAPH_HEAD + rows * cols
     if cols != mat.shape[1] or end > buf.size or rows == 0 or mat.shape[0] == 0:
         return out
@@ -337,9 +345,9 @@ def restore_graph_vectors(
     mat = np.asarray(matrix)
     buf = np.asarray(out["graph"]).reshape(-1).view(np.uint8)
     slots = np.asarray(slot_row, dtype=np.int64)
-    if buf.size < _GRAPH_HEAD or mat.ndim != 2:
-        raise ValueError("stripped graph is truncated")
-    rows, cols = (int(v) for v in np.frombuffer(buf[:_GRAPH_HEAD].tobytes(), "<u4"))
+    if mat.ndim != 2:
+        raise ValueError("the matrix must be two-dimensional")
+    rows, cols = _graph_head(buf)
     if rows != slots.size or cols != mat.shape[1]:
         raise ValueError(f"stripped graph has {rows}x{cols} slots for {slots.size} slot rows")
     own = slots >= 0
