@@ -31,7 +31,7 @@ import numpy as np
 from .analysis import analyze, analyze_many
 from .errors import DESERIALIZATION, InvalidArgumentError, MossError
 from .filters import MetadataColumns, MetadataFilter, compile_filter
-from .fusion import Normalisation, fuse
+from .fusion import Normalisation, fused_order, fusion_terms, union
 from .grouping import group_units, order_members, sort_rows
 from .keyword import BM25Index
 from .snapshot import SnapshotData
@@ -56,9 +56,9 @@ DEFAULT_TOP_K = 5
 DEFAULT_ALPHA = 0.8
 # Score fusion takes at least SCORE_FUSION_MIN_DEPTH vector and SCORE_FUSION_MIN_DEPTH_K keyword
 # candidates (0 = the contract's depth D) and maps each score by its theoretical range (clamped
-# cosine; BM25 / the query's maximum BM25). Chosen on the SciFact train split at the default alpha
-# (docs/fusion.md).
-SCORE_FUSION_MIN_DEPTH = 100
+# cosine, computed for every candidate; BM25 / the query's maximum BM25). Chosen on the SciFact
+# train split at the default alpha (docs/fusion.md).
+SCORE_FUSION_MIN_DEPTH = 0
 SCORE_FUSION_MIN_DEPTH_K = 0
 SCORE_NORMALISATION: Normalisation = "theoretical"
 _COMPACT_MIN_DEAD = 1024
@@ -654,40 +654,18 @@ class Engine:
         return self._vectors is not None and len(self._vectors) > 0
 
     def cosine_scores(
-        self,
-        q: np.ndarray | None,
-        rows: np.ndarray,
-        known_rows: np.ndarray | None = None,
-        known_dots: np.ndarray | None = None,
+        self, q: np.ndarray | None, rows: np.ndarray, known_dots: np.ndarray | None = None
     ) -> np.ndarray:
         """``clamp(cosine(q, v_row), 0, 1)`` for each row (zeros without a query vector).
 
-        ``known_rows``/``known_dots``: rows whose inner products with ``q`` are already known, as
+        ``known_dots``: the inner products of the first ``known_dots.size`` rows with ``q``, as
         the vector search returned them (the same float32 numbers ``VectorIndex.dot`` gives);
         only the other rows' inner products are computed.
         """
         vec = self._vectors
         if q is None or vec is None or rows.size == 0:
             return np.zeros(rows.size, dtype=np.float64)
-        qn = float(np.linalg.norm(q))
-        norms = vec.norms(rows).astype(np.float64)
-        if known_rows is rows and known_dots is not None:
-            dots = known_dots.astype(np.float64)
-        elif known_rows is not None and known_dots is not None and known_rows.size:
-            sorter = np.argsort(known_rows)
-            at = np.searchsorted(known_rows, rows, sorter=sorter)
-            np.minimum(at, known_rows.size - 1, out=at)
-            at = sorter[at]
-            hit = known_rows[at] == rows
-            dots = known_dots[at].astype(np.float64)
-            if not hit.all():
-                miss = ~hit
-                dots[miss] = vec.dot(q, rows[miss])
-        else:
-            dots = vec.dot(q, rows).astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cos = np.where((norms > 0) & (qn > 0), dots / (norms * qn), 0.0)
-        return np.clip(cos, 0.0, 1.0)
+        return vec.clamped_cosines(q, rows.astype(np.int64, copy=False), known_dots)
 
     def _search(
         self,
@@ -704,41 +682,48 @@ class Engine:
         grouped = plan.group_by is not None
         want = len(self._ids) if grouped else plan.top_k  # grouping needs every member hit
         depth, v_deep, k_deep = self._depths(plan)
+        qv = q if use_v else None
         v_rows, v_scores, k_rows, k_scores = self.candidate_lists(
-            plan, q if use_v else None, terms, v_deep, k_deep, pre
+            plan, qv, terms, v_deep, k_deep, pre
         )
-        if v_rows.size and not k_rows.size:
-            rows = v_rows[:depth]
-        elif k_rows.size and not v_rows.size:
-            rows = k_rows[:depth]
-        else:
-            v_fuse, k_fuse = v_scores, k_scores
+        if v_rows.size and k_rows.size:  # 0 < alpha < 1: fuse
+            rows, k_at = union(v_rows, k_rows)
+            # Every row's cosine, K's own rows included: it is each hit's score, and theoretical
+            # fusion adds it for K's rows too (so V need be no deeper than D, docs/fusion.md).
+            cos = self.cosine_scores(qv, rows, v_scores)
+            v_in, k_in = v_scores, k_scores
             if plan.fusion == "score" and SCORE_NORMALISATION == "theoretical":
-                v_fuse = self.cosine_scores(q, v_rows, v_rows, v_scores)
-                k_fuse = self.keyword_fraction(terms, k_scores)
-            rows = fuse(
-                plan.fusion, v_rows, v_fuse, k_rows, k_fuse, plan.alpha, SCORE_NORMALISATION
+                v_in, k_in = cos, self.keyword_fraction(terms, k_scores)
+            v_terms, k_terms = fusion_terms(
+                plan.fusion, v_in, k_in, plan.alpha, SCORE_NORMALISATION
             )
+            order, _ = fused_order(rows.size, v_terms, k_at, k_terms)
+            rows, cos = rows[order], cos[order]
+        else:
+            rows = v_rows[:depth] if v_rows.size else k_rows[:depth]
+            cos = self.cosine_scores(qv, rows, v_scores)
         out: list[tuple[int, float]] = []
-        # Score only as many rows as can still be returned: all of them without min_score is
-        # just the first `want`; with min_score, chunk by chunk until `want` survive.
-        start = 0
-        while start < rows.size and len(out) < want:
-            chunk = rows[start : start + (want - len(out) if plan.min_score is None else 64)]
-            start += chunk.size
-            scores = self.cosine_scores(q if use_v else None, chunk, v_rows, v_scores)
-            for r, s in zip(chunk.tolist(), scores.tolist()):
-                if plan.min_score is not None and s < plan.min_score:
-                    continue
-                out.append((r, s))
-                if len(out) >= want:
-                    break
+        for r, s in zip(rows.tolist(), cos.tolist()):
+            if plan.min_score is not None and s < plan.min_score:
+                continue
+            out.append((r, s))
+            if len(out) >= want:
+                break
         return out
 
     def result_doc(self, row: int, score: float, index_name: str | None) -> QueryResultDocumentInfo:
         """The hit for ``row`` (hold ``_lock``)."""
-        d = self._doc(row)
-        return QueryResultDocumentInfo(d.id, d.text, d.metadata, score, index_name, d.payload)
+        doc_id = self._ids[row]
+        assert doc_id is not None
+        meta = self._metas[row]
+        return QueryResultDocumentInfo(
+            doc_id,
+            self._texts[row],
+            dict(meta) if meta is not None else None,
+            score,
+            index_name,
+            self._payloads[row],
+        )
 
 
 @dataclass(frozen=True)

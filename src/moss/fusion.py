@@ -27,7 +27,16 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["Normalisation", "fuse", "normalise", "rrf", "score_fusion"]
+__all__ = [
+    "Normalisation",
+    "fuse",
+    "fused_order",
+    "fusion_terms",
+    "normalise",
+    "rrf",
+    "score_fusion",
+    "union",
+]
 
 RRF_K = 30
 Normalisation = Literal["theoretical", "dbsf", "minmax"]
@@ -57,34 +66,69 @@ def normalise(scores: np.ndarray, method: Normalisation = "dbsf") -> np.ndarray:
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _merge(
-    v_rows: np.ndarray, v_terms: np.ndarray, k_rows: np.ndarray, k_terms: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``V ∪ K`` best first by ``v_term + k_term`` (a missing term counts as 0).
+def union(v_rows: np.ndarray, k_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``V ∪ K`` laid out as V in order, then the rows of K that V lacks in K's order, and the
+    position of each row of K in that layout.
 
-    The union is laid out as V in order, then the rows of K that V lacks in K's order: that is
-    ascending (vector rank, keyword rank, row), the tie-break, so one stable sort by the fused
-    value alone gives the tie-broken order. Returns the rows and their fused values in that order.
+    The layout is ascending (vector rank, keyword rank): the tie-break order, so one stable sort by
+    the fused value alone gives the tie-broken order.
+
+    >>> rows, at = union(np.array([10, 11]), np.array([12, 10]))
+    >>> rows.tolist(), at.tolist()
+    ([10, 11, 12], [2, 0])
     """
     v_rows = v_rows.astype(np.int64, copy=False)
     k_rows = k_rows.astype(np.int64, copy=False)
-    if v_rows.size and k_rows.size:
-        sorter = np.argsort(v_rows)
-        at = np.searchsorted(v_rows, k_rows, sorter=sorter)
-        np.minimum(at, v_rows.size - 1, out=at)
-        at = sorter[at]
-        shared = v_rows[at] == k_rows
-        only_k = ~shared
-        rows = np.concatenate((v_rows, k_rows[only_k]))
-        fused = np.concatenate((v_terms, k_terms[only_k]))
-        # The same sum as adding both terms to zeros; V's rows are distinct, so no index repeats.
-        fused[at[shared]] += k_terms[shared]
-    elif v_rows.size:
-        rows, fused = v_rows, v_terms
-    else:
-        rows, fused = k_rows, k_terms
+    if not v_rows.size or not k_rows.size:
+        return (v_rows if v_rows.size else k_rows), np.arange(k_rows.size, dtype=np.int64)
+    sorter = np.argsort(v_rows)
+    at = np.searchsorted(v_rows, k_rows, sorter=sorter)
+    np.minimum(at, v_rows.size - 1, out=at)
+    at = sorter[at]
+    only_k = v_rows[at] != k_rows
+    at[only_k] = v_rows.size + np.arange(int(np.count_nonzero(only_k)), dtype=np.int64)
+    return np.concatenate((v_rows, k_rows[only_k])), at
+
+
+def fused_order(
+    size: int, v_terms: np.ndarray, k_at: np.ndarray, k_terms: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of a :func:`union` of ``size`` rows best first by ``v_term + k_term``, and the
+    fused values in that order.
+
+    ``v_terms`` covers the first ``v_terms.size`` positions (V's rows, or every row of the union
+    when the caller knows each row's vector term); ``k_terms[i]`` belongs to position ``k_at[i]``;
+    a missing term counts as 0. Ties keep layout order.
+    """
+    fused = np.zeros(size, dtype=np.float64)
+    fused[: v_terms.size] = v_terms
+    fused[k_at] += k_terms  # the positions are distinct: no index repeats
     order = np.argsort(-fused, kind="stable")
-    return rows[order], fused[order]
+    return order, fused[order]
+
+
+def _merge(
+    v_rows: np.ndarray, v_terms: np.ndarray, k_rows: np.ndarray, k_terms: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``V ∪ K`` best first by ``v_term + k_term``, and their fused values."""
+    rows, at = union(v_rows, k_rows)
+    order, fused = fused_order(rows.size, np.asarray(v_terms), at, np.asarray(k_terms))
+    return rows[order], fused
+
+
+def fusion_terms(
+    fusion: Literal["score", "rrf"],
+    v_scores: np.ndarray,
+    k_scores: np.ndarray,
+    alpha: float,
+    method: Normalisation = "dbsf",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each list's weighted term: ``alpha * v̂`` and ``(1 - alpha) * k̂`` (RRF: by rank only)."""
+    if fusion == "rrf":
+        v_terms = alpha / (RRF_K + np.arange(1, v_scores.size + 1, dtype=np.int64))
+        k_terms = (1.0 - alpha) / (RRF_K + np.arange(1, k_scores.size + 1, dtype=np.int64))
+        return v_terms, k_terms
+    return alpha * normalise(v_scores, method), (1.0 - alpha) * normalise(k_scores, method)
 
 
 def rrf(
@@ -112,8 +156,7 @@ def score_fusion(
     method: Normalisation = "dbsf",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Convex combination of normalised scores; rows absent from a list get 0 for that term."""
-    v_terms = alpha * normalise(v_scores, method)
-    k_terms = (1.0 - alpha) * normalise(k_scores, method)
+    v_terms, k_terms = fusion_terms("score", v_scores, k_scores, alpha, method)
     return _merge(v_rows, v_terms, k_rows, k_terms)
 
 

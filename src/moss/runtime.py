@@ -49,7 +49,7 @@ from .engine import (
     validate_query_options,
 )
 from .errors import INTERNAL, NETWORK, NOT_FOUND, InvalidArgumentError, MossError
-from .fusion import fuse
+from .fusion import fused_order, fusion_terms, union
 from .snapshot import SnapshotData, current_generation, read_dir, unpack, write_dir
 from .types import LoadIndexesResult, QueryOptions, SearchResult, validate_index_name
 
@@ -518,17 +518,21 @@ def _search_many(
                 out[mask] = e.cosine_scores(q if use_v else None, ids[mask] - offsets[i])
         return out
 
-    if v_ids.size and not k_ids.size:
-        ids = v_ids[:depth]
-    elif k_ids.size and not v_ids.size:
-        ids = k_ids[:depth]
+    if v_ids.size and k_ids.size:  # 0 < alpha < 1: fuse (as Engine._search does)
+        ids, k_at = union(v_ids, k_ids)
+        scores = cosines(ids)
+        v_in = scores if theoretical else v_scores_all
+        v_terms, k_terms = fusion_terms(
+            plan.fusion, v_in, k_scores_all, plan.alpha, SCORE_NORMALISATION
+        )
+        order, _ = fused_order(ids.size, v_terms, k_at, k_terms)
+        ids, scores = ids[order], scores[order]
     else:
-        v_fuse = cosines(v_ids) if theoretical else v_scores_all
-        ids = fuse(plan.fusion, v_ids, v_fuse, k_ids, k_scores_all, plan.alpha, SCORE_NORMALISATION)
+        ids = v_ids[:depth] if v_ids.size else k_ids[:depth]
+        scores = cosines(ids)
     if ids.size == 0:
         return []
     which = np.searchsorted(bounds, ids, side="right")
-    scores = cosines(ids)
     out = []
     for gid, w, s in zip(ids.tolist(), which.tolist(), scores.tolist()):
         if plan.min_score is not None and s < plan.min_score:

@@ -699,6 +699,28 @@ class VectorIndex:
             out: F32Array = self._norms[self._live_rows(rows)]
             return out
 
+    def clamped_cosines(
+        self, q: F32Array, rows: I64Array, known_dots: F32Array | None = None
+    ) -> F64Array:
+        """``clamp(cosine(q, row), 0, 1)`` per row (0 where either vector is zero), in float64.
+
+        The query path's own call: ``q`` is a query vector ``search`` accepted and ``rows`` are
+        live rows it returned or the keyword index named, so neither is validated again.
+        ``known_dots`` holds the inner products of the first ``known_dots.size`` rows as ``search``
+        returned them; only the other rows' are computed (the same numbers: see ``_dot64``).
+        """
+        dots = np.empty(rows.size, dtype=np.float64)
+        known = 0 if known_dots is None else min(known_dots.size, rows.size)
+        if known_dots is not None and known:
+            dots[:known] = known_dots[:known]
+        with self._lock:
+            norms = self._norms[rows].astype(np.float64)
+            if known < rows.size:
+                dots[known:] = self._dot64(q, rows[known:])
+        denom = norms * float(np.sqrt(q.dot(q)))  # np.linalg.norm's float32 arithmetic
+        cos = np.divide(dots, denom, out=np.zeros_like(dots), where=denom > 0)
+        return np.clip(cos, 0.0, 1.0, out=cos)
+
     def dot(self, q: npt.ArrayLike, rows: npt.ArrayLike) -> F32Array:
         """Exact inner products of ``q`` with live ``rows``, the same numbers ``search`` returns."""
         qv = self._query(q)
