@@ -100,6 +100,24 @@ def small_segments() -> Iterator[None]:
         keyword._MIN_DELTA, keyword._BULK_POSTINGS = saved
 
 
+# The three ways a search is scored: numpy MaxScore, numpy exhaustive, and the compiled
+# exhaustive loop (moss._kernels) where it was built.
+PATHS = ["maxscore", "numpy"] + (["c"] if keyword._kernels is not None else [])
+
+
+@contextmanager
+def search_path(idx: BM25Index, path: str) -> Iterator[None]:
+    saved = keyword._kernels, idx._prune_min_postings, idx._kernel_prune_min_postings
+    limit = 0 if path == "maxscore" else 10**9
+    idx._prune_min_postings = idx._kernel_prune_min_postings = limit
+    if path != "c":
+        keyword._kernels = None
+    try:
+        yield
+    finally:
+        keyword._kernels, idx._prune_min_postings, idx._kernel_prune_min_postings = saved
+
+
 VOCAB = ["cat", "dog", "fish", "bird", "cow", "ant", "bee", "eel", "fox", "gnu"]
 docs_st = st.lists(st.sampled_from(VOCAB), max_size=9)
 op_st = st.one_of(
@@ -160,10 +178,15 @@ def test_matches_naive_bm25_after_any_writes(
             assert len(idx) == len(ref.docs)
             for terms in queries:
                 allowed = np.array([rng.random() < 0.6 for _ in range(next_key + 1)])
-                for prune in (0, 10**9):  # MaxScore and exhaustive paths
-                    idx._prune_min_postings = prune
-                    check_search(idx, ref, terms, depth)
-                    check_search(idx, ref, terms, depth, allowed)
+                got = {}
+                for path in PATHS:
+                    with search_path(idx, path):
+                        check_search(idx, ref, terms, depth)
+                        check_search(idx, ref, terms, depth, allowed)
+                        got[path] = [*idx.search(terms, depth), *idx.search(terms, depth, allowed)]
+                if "c" in got:  # the compiled loop repeats numpy's float32 arithmetic exactly
+                    for a, b in zip(got["c"], got["numpy"]):
+                        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
 
 def zipf_docs(n: int, seed: int = 0, vocab: int = 400) -> list[list[str]]:
@@ -180,7 +203,7 @@ def test_pruned_search_is_exact_on_a_larger_corpus() -> None:
     idx.remove(np.arange(0, 1500, 7))
     ref.docs = {k: d for k, d in enumerate(docs) if k % 7}
     rng = np.random.default_rng(1)
-    idx._prune_min_postings = 0
+    idx._prune_min_postings = idx._kernel_prune_min_postings = 0
     for _ in range(12):
         doc = docs[int(rng.integers(1500))] or ["w0"]
         terms = [doc[int(i)] for i in rng.integers(0, len(doc), int(rng.integers(2, 6)))]
@@ -461,6 +484,19 @@ def test_tf_saturates_at_uint16_max(small_path: bool, monkeypatch: pytest.Monkey
     assert loaded.to_arrays()["post_tf"].max() == keyword.TF_MAX
 
 
+@pytest.mark.parametrize("readonly", [False, True])
+def test_removed_document_without_terms_stays_removed_in_a_snapshot(readonly: bool) -> None:
+    """A document with no terms (all stopwords) leaves no posting behind when removed."""
+    idx = BM25Index()
+    idx.add(np.arange(3), [[], ["cat"], ["cat", "dog"]])
+    idx._merge()
+    idx.remove(np.array([0]))
+    loaded = roundtrip(idx, readonly=readonly)
+    assert len(loaded) == 2 and loaded.avgdl == 1.5
+    loaded.add(np.array([0]), [["dog"]])  # the key is free again
+    assert sorted(loaded.search(["dog"], 5)[0].tolist()) == [0, 2]
+
+
 def test_snapshot_holds_no_forward_index() -> None:
     idx = BM25Index()
     docs = zipf_docs(200, seed=4)
@@ -494,6 +530,32 @@ def test_corrupt_snapshot_raises_deserialization() -> None:
         with pytest.raises(MossError) as err:
             BM25Index.from_arrays(arrays)
         assert err.value.code == DESERIALIZATION
+
+
+def test_compiled_kernel_is_built_where_a_compiler_exists() -> None:
+    """setup.py builds moss._kernels as optional: a failed build must not pass unnoticed."""
+    import shutil
+    import sysconfig
+
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C compiler ({compiler}): moss runs the numpy loop")
+    assert keyword._kernels is not None and keyword.KERNEL == "c"
+
+
+@pytest.mark.skipif(keyword._kernels is None, reason="moss._kernels is not built")
+def test_compiled_kernel_checks_every_posting() -> None:
+    """A damaged posting list raises a MossError; the loop never reads outside the index."""
+    idx = BM25Index()
+    idx.add(np.arange(50), zipf_docs(50, seed=3))
+    idx._merge()  # into the main CSR segment, whose arrays a loaded snapshot supplies
+    idx._post_slot = idx._post_slot.copy()
+    idx._post_slot[0] = 10**6
+    with pytest.raises(MossError, match="outside the index"):
+        idx.search(["w0", "w1"], 5)
+    idx._post_slot[0] = -5
+    with pytest.raises(MossError):
+        idx.search(["w0", "w1"], 5)
 
 
 def test_concurrent_searches_agree() -> None:

@@ -63,9 +63,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .errors import DESERIALIZATION, InvalidArgumentError, MossError
+from .errors import DESERIALIZATION, INTERNAL, InvalidArgumentError, MossError
 
-__all__ = ["BM25Index"]
+try:  # the compiled scoring loop (src/moss/_kernels.c), built by setup.py where a compiler exists
+    from . import _kernels
+except ImportError:  # pragma: no cover - a build without a C compiler: numpy does the same sums
+    _kernels = None  # type: ignore[assignment]
+
+__all__ = ["KERNEL", "BM25Index"]
+
+#: Which exhaustive scoring loop ``BM25Index.search`` runs: ``"c"`` (moss._kernels) or ``"numpy"``.
+KERNEL = "numpy" if _kernels is None else "c"
 
 FORMAT_VERSION = 2  # 2: uint16 tfs, no forward index (derived lazily)
 _MERGE_FRACTION = 0.25  # merge when delta postings or dead postings exceed this share of main
@@ -170,12 +178,19 @@ class BM25Index:
         self._n_live = 0
         self._total_len = 0
         self._local = threading.local()
+        # _query results by query terms, valid for one _epoch (bumped by every write).
+        self._epoch = 0
+        self._qcache: dict[tuple[str, ...], tuple[int, list[tuple[int, float]], int]] = {}
         # Queries whose postings exceed this use MaxScore pruning (tests lower it). Below it the
         # exhaustive pass is cheaper: MaxScore costs O(terms^2) numpy calls. Measured on SciFact
         # claims (benchmarks/bench_session.py data), top 10: at 10k docs the threshold 8,192 gave
         # mean/p99 0.29/1.21 ms and 32,768 gave 0.14/0.30 ms; at 100k docs the medians were equal
         # (0.44 ms) and exhaustive-only scoring was 0.72 ms.
         self._prune_min_postings = 32_768
+        # With the compiled loop (moss._kernels) exhaustive scoring beats the numpy MaxScore pass
+        # far longer: at 100k docs (~70k postings per query) it took 0.20 ms p50 / 0.61 ms p99
+        # against 0.35 / 2.2 ms. MaxScore takes over only above this many postings.
+        self._kernel_prune_min_postings = 1 << 19
 
     # ------------------------------------------------------------------ size and statistics
 
@@ -218,6 +233,7 @@ class BM25Index:
         Raises:
             InvalidArgumentError: mismatched lengths, negative, repeated or present keys.
         """
+        self._epoch += 1  # every cached _query is stale
         keys_arr = _int_array(keys, "keys")
         n = len(keys_arr)
         if n != len(token_lists):
@@ -357,6 +373,7 @@ class BM25Index:
         Raises:
             InvalidArgumentError: keys that are not a 1-D integer array.
         """
+        self._epoch += 1  # every cached _query is stale
         keys_arr = _int_array(keys, "keys")
         keys_arr = keys_arr[(keys_arr >= 0) & (keys_arr < len(self._key_slot))]
         slots = self._key_slot[keys_arr]
@@ -398,6 +415,7 @@ class BM25Index:
             InvalidArgumentError: the array is too short, maps a present key to a negative
                 number, or maps two present keys to the same new key.
         """
+        self._epoch += 1  # every cached _query is stale
         mapping = _int_array(old_to_new, "old_to_new")
         live_slots = np.flatnonzero(self._live[: self._n_slots])
         old = self._slot_key[live_slots]
@@ -449,6 +467,7 @@ class BM25Index:
         While the forward index is lazy (``_fwd_slot0 > 0``) only delta slots can be dead, and the
         forward index of the merged slots is dropped: it is derivable from main again.
         """
+        self._epoch += 1  # every cached _query is stale
         n_slots, n_terms, n_fwd = self._n_slots, len(self._terms), self._n_fwd
         main_slots, s0 = self._main_slots, self._fwd_slot0
         dead = self._n_live != n_slots
@@ -526,22 +545,40 @@ class BM25Index:
 
         The weight is ``idf * (k1 + 1) * occurrences``: the upper bound of the term's contribution.
         """
+        return self._query_postings(terms)[0]
+
+    def _query_postings(self, terms: Sequence[str]) -> tuple[list[tuple[int, float]], int]:
+        """``_query`` and the number of postings its terms have, cached until the next write."""
         if isinstance(terms, str):
             raise InvalidArgumentError("terms must be a list of analysed terms, not a string")
+        key = tuple(terms)
+        hit = self._qcache.get(key)
+        if hit is not None and hit[0] == self._epoch:
+            return hit[1], hit[2]
+        epoch = self._epoch
         counts: dict[int, int] = {}
         vocab = self._vocab
-        for term in terms:
+        for term in key:
             tid = vocab.get(term)
             if tid is not None:
                 counts[tid] = counts.get(tid, 0) + 1
         n = self._n_live
         out: list[tuple[int, float]] = []
+        postings = 0
+        n_main = len(self._indptr) - 1
         for tid, mult in counts.items():
             df = int(self._df[tid])
             if df:
                 idf = math.log1p((n - df + 0.5) / (df + 0.5))
                 out.append((tid, idf * (self.k1 + 1.0) * mult))
-        return out
+                if tid < n_main:
+                    postings += int(self._indptr[tid + 1] - self._indptr[tid])
+                entry = self._delta.get(tid)
+                postings += 0 if entry is None else len(entry[0])
+        if len(self._qcache) >= 1024:
+            self._qcache.clear()
+        self._qcache[key] = (epoch, out, postings)
+        return out, postings
 
     def _segments(self, tid: int) -> list[tuple[I32, U16]]:
         """The postings of one term: its main slice and its delta arrays (slots ascending)."""
@@ -606,12 +643,14 @@ class BM25Index:
             allowed = np.asarray(allowed)
             if allowed.ndim != 1 or allowed.dtype != np.bool_:
                 raise InvalidArgumentError("allowed must be a 1-D bool array indexed by key")
-        query = self._query(terms)
+        query, postings = self._query_postings(terms)
         if depth == 0 or not query or self._total_len == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
+        prune = 1 < len(query) <= _PRUNE_MAX_TERMS and postings > self._prune_min_postings
+        if _kernels is not None and not (prune and postings > self._kernel_prune_min_postings):
+            return self._search_compiled(query, depth, allowed)
         seg_lists = [self._segments(tid) for tid, _ in query]
-        postings = sum(len(s) for segs in seg_lists for s, _ in segs)
-        if 1 < len(query) <= _PRUNE_MAX_TERMS and postings > self._prune_min_postings:
+        if prune:
             return self._search_pruned(query, seg_lists, depth, allowed)
         c1, c2 = self._norm()
         scores, _ = self._scratch()
@@ -636,6 +675,34 @@ class BM25Index:
             raise
         keep = self._live[cand]
         return self._top(cand[keep], cand_scores[keep], depth, allowed)
+
+    def _search_compiled(
+        self, query: list[tuple[int, float]], depth: int, allowed: Bool | None
+    ) -> tuple[I64, F32]:
+        """The exhaustive pass below in one call to ``moss._kernels.bm25_top``: the same float32
+        operations in the same order (so the same bits), and a heap instead of a partition."""
+        assert _kernels is not None
+        scores, seen = self._scratch()
+        c1, c2 = self._norm()
+        delta = []
+        if self._delta:
+            for tid, w in query:
+                entry = self._delta.get(tid)
+                if entry is not None:
+                    delta.append((entry[0], entry[1], w))
+        n = self._n_slots
+        size = min(depth, n)
+        keys = np.empty(size, np.int64)
+        out = np.empty(size, np.float32)
+        try:
+            got = _kernels.bm25_top(
+                scores, seen, self._slot_len[:n], self._live[:n], self._slot_key[:n], allowed,
+                self._indptr, self._post_slot, self._post_tf, query, delta, c1, c2, size, keys,
+                out,
+            )  # fmt: skip
+        except ValueError as e:  # the loop's bounds checks: a damaged index, never bad input
+            raise MossError(f"keyword index is inconsistent: {e}", code=INTERNAL) from e
+        return keys[:got], out[:got]
 
     def _search_pruned(
         self,
@@ -810,7 +877,10 @@ class BM25Index:
             ``vocab_blob`` (uint8 UTF-8 of the terms, concatenated) and ``vocab_offsets`` (int64,
             one more than the terms).
         """
-        if self._delta_postings or self._dead_postings or self._n_slots != self._main_slots:
+        # A removed document without terms leaves no dead posting, only a dead slot: merge then
+        # too, or the snapshot would bring it back to life.
+        dirty = self._delta_postings or self._dead_postings or self._n_live != self._n_slots
+        if dirty or self._n_slots != self._main_slots:
             self._merge()
         encoded = [t.encode("utf-8") for t in self._terms]
         offsets = np.zeros(len(encoded) + 1, np.int64)

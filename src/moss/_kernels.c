@@ -1,0 +1,314 @@
+/* moss._kernels: compiled inner loops (optional; moss falls back to numpy without them).
+ *
+ * bm25_top: exhaustive BM25 scoring of one query's postings and top-k selection, the loop that
+ * moss.keyword.BM25Index.search otherwise runs as about seven numpy calls per posting list. The
+ * arithmetic is the numpy path's, operation for operation, in IEEE single precision (built with
+ * -ffp-contract=off: no fused multiply-add), so both give the same bits; tests/test_keyword.py
+ * checks that they agree.
+ *
+ * No numpy C API: arrays come in through the buffer protocol, so the module builds against the
+ * Python headers alone. Every index read from a buffer is bounds-checked: a damaged index raises
+ * ValueError instead of touching memory it does not own.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    float score;
+    int64_t key;
+    int32_t slot;
+} hit_t;
+
+/* a ranks before b: higher score, then lower key */
+static inline int better(const hit_t *a, const hit_t *b) {
+    return a->score > b->score || (a->score == b->score && a->key < b->key);
+}
+
+/* Min-heap on "better": the root is the worst hit kept. */
+static void sift_down(hit_t *h, Py_ssize_t n, Py_ssize_t i) {
+    for (;;) {
+        Py_ssize_t l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && better(&h[w], &h[l])) w = l;
+        if (r < n && better(&h[w], &h[r])) w = r;
+        if (w == i) return;
+        hit_t t = h[i];
+        h[i] = h[w];
+        h[w] = t;
+        i = w;
+    }
+}
+
+static void sift_up(hit_t *h, Py_ssize_t i) {
+    while (i > 0) {
+        Py_ssize_t p = (i - 1) / 2;
+        if (!better(&h[p], &h[i])) return;
+        hit_t t = h[i];
+        h[i] = h[p];
+        h[p] = t;
+        i = p;
+    }
+}
+
+static int cmp_hits(const void *pa, const void *pb) {
+    const hit_t *a = (const hit_t *)pa, *b = (const hit_t *)pb;
+    if (better(a, b)) return -1;
+    if (better(b, a)) return 1;
+    return 0;
+}
+
+typedef struct {
+    const int32_t *slots;
+    const uint16_t *tf;
+    Py_ssize_t len;
+    float w;
+} seg_t;
+
+static int get_buf(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize,
+                   const char *what) {
+    if (PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) return -1;
+    if (view->len % itemsize != 0) {
+        PyErr_Format(PyExc_ValueError, "%s: buffer size %zd is not a multiple of %zd", what,
+                     view->len, itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(bm25_top_doc,
+"bm25_top(scores, seen, slot_len, live, slot_key, allowed, indptr, post_slot, post_tf, terms,\n"
+"         delta, c1, c2, depth, out_keys, out_scores) -> int\n\n"
+"Score one query exhaustively and keep its best ``depth`` slots. ``terms`` is a sequence of\n"
+"(term id, weight): each term's postings in the main CSR segment (``indptr`` int64,\n"
+"``post_slot`` int32, ``post_tf`` uint16; term ids past the CSR have none) are scored first,\n"
+"then ``delta``, a sequence of (slots int32, tf uint16, weight) for the slots added since. A\n"
+"posting scores ``w * tf / (tf + c1 + c2 * slot_len[slot])`` in float32, summed per slot in that\n"
+"order (main and delta slots are disjoint, so each slot's sum runs in term order). The best\n"
+"``depth`` live (and ``allowed[key]``) slots' keys and scores, best first, ties by key\n"
+"ascending, go to ``out_keys`` (int64) and ``out_scores`` (float32). ``scores`` (float32) and\n"
+"``seen`` (bool) are scratch arrays, all zero on entry and left all zero. Returns the count.");
+
+static PyObject *bm25_top(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_scores, *o_seen, *o_len, *o_live, *o_key, *o_allowed, *o_indptr, *o_pslot, *o_ptf;
+    PyObject *o_terms, *o_delta, *o_ok, *o_os;
+    double c1d, c2d;
+    Py_ssize_t depth;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOddnOO:bm25_top", &o_scores, &o_seen, &o_len, &o_live,
+                          &o_key, &o_allowed, &o_indptr, &o_pslot, &o_ptf, &o_terms, &o_delta,
+                          &c1d, &c2d, &depth, &o_ok, &o_os))
+        return NULL;
+    if (depth < 0) {
+        PyErr_SetString(PyExc_ValueError, "depth must be >= 0");
+        return NULL;
+    }
+    Py_buffer b_scores = {0}, b_seen = {0}, b_len = {0}, b_live = {0}, b_key = {0};
+    Py_buffer b_allowed = {0}, b_indptr = {0}, b_pslot = {0}, b_ptf = {0}, b_ok = {0}, b_os = {0};
+    int have_allowed = o_allowed != Py_None;
+    PyObject *terms_fast = NULL, *delta_fast = NULL;
+    Py_buffer *delta_bufs = NULL; /* two per delta segment: slots, tf */
+    Py_ssize_t n_delta = 0, delta_held = 0, count = -1;
+    seg_t *segs = NULL;
+    int32_t *touched = NULL;
+    hit_t *heap = NULL;
+
+    if (get_buf(o_scores, &b_scores, 1, 4, "scores") < 0) goto done;
+    if (get_buf(o_seen, &b_seen, 1, 1, "seen") < 0) goto done;
+    if (get_buf(o_len, &b_len, 0, 4, "slot_len") < 0) goto done;
+    if (get_buf(o_live, &b_live, 0, 1, "live") < 0) goto done;
+    if (get_buf(o_key, &b_key, 0, 8, "slot_key") < 0) goto done;
+    if (have_allowed && get_buf(o_allowed, &b_allowed, 0, 1, "allowed") < 0) goto done;
+    if (get_buf(o_indptr, &b_indptr, 0, 8, "indptr") < 0) goto done;
+    if (get_buf(o_pslot, &b_pslot, 0, 4, "post_slot") < 0) goto done;
+    if (get_buf(o_ptf, &b_ptf, 0, 2, "post_tf") < 0) goto done;
+    if (get_buf(o_ok, &b_ok, 1, 8, "out_keys") < 0) goto done;
+    if (get_buf(o_os, &b_os, 1, 4, "out_scores") < 0) goto done;
+    Py_ssize_t n_slots = b_len.len / 4;
+    if (b_scores.len / 4 < n_slots || b_seen.len < n_slots || b_live.len < n_slots ||
+        b_key.len / 8 < n_slots) {
+        PyErr_SetString(PyExc_ValueError, "scratch or slot arrays shorter than slot_len");
+        goto done;
+    }
+    Py_ssize_t n_post = b_pslot.len / 4;
+    if (b_ptf.len / 2 != n_post) {
+        PyErr_SetString(PyExc_ValueError, "post_slot and post_tf differ in length");
+        goto done;
+    }
+    Py_ssize_t cap = b_ok.len / 8 < b_os.len / 4 ? b_ok.len / 8 : b_os.len / 4;
+    if (cap < depth) {
+        PyErr_SetString(PyExc_ValueError, "output arrays shorter than depth");
+        goto done;
+    }
+
+    terms_fast = PySequence_Fast(o_terms, "terms must be a sequence");
+    if (terms_fast == NULL) goto done;
+    delta_fast = PySequence_Fast(o_delta, "delta must be a sequence");
+    if (delta_fast == NULL) goto done;
+    Py_ssize_t n_terms = PySequence_Fast_GET_SIZE(terms_fast);
+    n_delta = PySequence_Fast_GET_SIZE(delta_fast);
+    segs = (seg_t *)calloc(n_terms + n_delta + 1, sizeof(seg_t));
+    delta_bufs = (Py_buffer *)calloc(2 * n_delta + 1, sizeof(Py_buffer));
+    if (segs == NULL || delta_bufs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const int64_t *indptr = (const int64_t *)b_indptr.buf;
+    Py_ssize_t n_rows = b_indptr.len / 8 - 1; /* terms with a main segment */
+    Py_ssize_t n_segs = 0, total = 0;
+    for (Py_ssize_t i = 0; i < n_terms; i++) {
+        long long tid;
+        double w;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(terms_fast, i), "Ld:term", &tid, &w))
+            goto done;
+        if (tid < 0 || tid >= n_rows) continue; /* a term added since the last merge */
+        int64_t lo = indptr[tid], hi = indptr[tid + 1];
+        if (lo < 0 || hi < lo || hi > n_post) {
+            PyErr_SetString(PyExc_ValueError, "indptr out of range");
+            goto done;
+        }
+        segs[n_segs].slots = (const int32_t *)b_pslot.buf + lo;
+        segs[n_segs].tf = (const uint16_t *)b_ptf.buf + lo;
+        segs[n_segs].len = (Py_ssize_t)(hi - lo);
+        segs[n_segs].w = (float)w;
+        total += segs[n_segs++].len;
+    }
+    for (Py_ssize_t i = 0; i < n_delta; i++) {
+        PyObject *o_s, *o_t;
+        double w;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(delta_fast, i), "OOd:delta", &o_s, &o_t, &w))
+            goto done;
+        if (get_buf(o_s, &delta_bufs[2 * i], 0, 4, "delta slots") < 0) goto done;
+        if (get_buf(o_t, &delta_bufs[2 * i + 1], 0, 2, "delta tf") < 0) {
+            PyBuffer_Release(&delta_bufs[2 * i]);
+            goto done;
+        }
+        delta_held = i + 1;
+        Py_ssize_t len = delta_bufs[2 * i].len / 4;
+        if (delta_bufs[2 * i + 1].len / 2 != len) {
+            PyErr_SetString(PyExc_ValueError, "delta slots and tf differ in length");
+            goto done;
+        }
+        segs[n_segs].slots = (const int32_t *)delta_bufs[2 * i].buf;
+        segs[n_segs].tf = (const uint16_t *)delta_bufs[2 * i + 1].buf;
+        segs[n_segs].len = len;
+        segs[n_segs].w = (float)w;
+        total += segs[n_segs++].len;
+    }
+
+    touched = (int32_t *)malloc((total ? total : 1) * sizeof(int32_t));
+    if (touched == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    float *scores = (float *)b_scores.buf;
+    uint8_t *seen = (uint8_t *)b_seen.buf;
+    const float *slot_len = (const float *)b_len.buf;
+    const uint8_t *live = (const uint8_t *)b_live.buf;
+    const int64_t *slot_key = (const int64_t *)b_key.buf;
+    const uint8_t *allowed = have_allowed ? (const uint8_t *)b_allowed.buf : NULL;
+    Py_ssize_t n_allowed = have_allowed ? b_allowed.len : 0;
+    const float c1 = (float)c1d, c2 = (float)c2d;
+    Py_ssize_t m = 0, kept = 0;
+    int bad = 0;
+
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n_segs && !bad; i++) {
+        const int32_t *sl = segs[i].slots;
+        const uint16_t *tf = segs[i].tf;
+        const float w = segs[i].w;
+        for (Py_ssize_t j = 0; j < segs[i].len; j++) {
+            int32_t s = sl[j];
+            if (s < 0 || s >= n_slots) {
+                bad = 1;
+                break;
+            }
+            /* numpy: num = float32(tf); den = len * c2; den += c1; den += num; num *= w;
+             * num /= den (each step rounded to float32) */
+            float num = (float)tf[j];
+            float den = slot_len[s] * c2;
+            den += c1;
+            den += num;
+            num *= w;
+            num /= den;
+            if (!seen[s]) {
+                seen[s] = 1;
+                touched[m++] = s;
+            }
+            scores[s] += num;
+        }
+    }
+    /* Select the best `depth` of the touched live, allowed slots; reset the scratch. */
+    Py_ssize_t want = depth < m ? depth : m;
+    heap = want ? (hit_t *)malloc(want * sizeof(hit_t)) : NULL;
+    if (want && heap == NULL) bad = 2;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        int32_t s = touched[i];
+        hit_t h = {scores[s], slot_key[s], s};
+        scores[s] = 0.0f;
+        seen[s] = 0;
+        if (bad || !want || !live[s]) continue;
+        if (allowed != NULL && (h.key < 0 || h.key >= n_allowed || !allowed[h.key])) continue;
+        if (kept < want) {
+            heap[kept] = h;
+            sift_up(heap, kept);
+            kept++;
+        } else if (better(&h, &heap[0])) {
+            heap[0] = h;
+            sift_down(heap, kept, 0);
+        }
+    }
+    if (!bad && kept) {
+        qsort(heap, (size_t)kept, sizeof(hit_t), cmp_hits);
+        int64_t *ok = (int64_t *)b_ok.buf;
+        float *os = (float *)b_os.buf;
+        for (Py_ssize_t i = 0; i < kept; i++) {
+            ok[i] = heap[i].key;
+            os[i] = heap[i].score;
+        }
+    }
+    Py_END_ALLOW_THREADS
+
+    if (bad == 1) {
+        PyErr_SetString(PyExc_ValueError, "a posting names a slot outside the index");
+        goto done;
+    }
+    if (bad == 2) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    count = kept;
+
+done:
+    for (Py_ssize_t i = 0; i < delta_held; i++) {
+        PyBuffer_Release(&delta_bufs[2 * i]);
+        PyBuffer_Release(&delta_bufs[2 * i + 1]);
+    }
+    free(delta_bufs);
+    free(segs);
+    free(touched);
+    free(heap);
+    Py_XDECREF(terms_fast);
+    Py_XDECREF(delta_fast);
+    Py_buffer *views[] = {&b_scores, &b_seen,  &b_len, &b_live, &b_key, &b_allowed,
+                          &b_indptr, &b_pslot, &b_ptf, &b_ok,   &b_os};
+    for (size_t i = 0; i < sizeof(views) / sizeof(views[0]); i++)
+        if (views[i]->obj != NULL) PyBuffer_Release(views[i]);
+    if (count < 0) return NULL;
+    return PyLong_FromSsize_t(count);
+}
+
+static PyMethodDef methods[] = {
+    {"bm25_top", bm25_top, METH_VARARGS, bm25_top_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "moss._kernels", "Compiled inner loops for moss (optional).", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

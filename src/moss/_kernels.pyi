@@ -1,0 +1,26 @@
+"""Type stub of the optional C extension (src/moss/_kernels.c)."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+def bm25_top(
+    scores: NDArray[np.float32],
+    seen: NDArray[np.bool_],
+    slot_len: NDArray[np.float32],
+    live: NDArray[np.bool_],
+    slot_key: NDArray[np.int64],
+    allowed: NDArray[np.bool_] | None,
+    indptr: NDArray[np.int64],
+    post_slot: NDArray[np.int32],
+    post_tf: NDArray[np.uint16],
+    terms: Sequence[tuple[int, float]],
+    delta: Sequence[tuple[Any, Any, float]],
+    c1: float,
+    c2: float,
+    depth: int,
+    out_keys: NDArray[np.int64],
+    out_scores: NDArray[np.float32],
+) -> int: ...
