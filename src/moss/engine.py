@@ -31,7 +31,7 @@ import numpy as np
 from .analysis import analyze, analyze_many
 from .errors import DESERIALIZATION, InvalidArgumentError, MossError
 from .filters import MetadataColumns, MetadataFilter, compile_filter
-from .fusion import Normalisation, fused_order, fusion_terms, union
+from .fusion import Normalisation, fuse_candidates
 from .grouping import group_units, order_members, sort_rows
 from .keyword import BM25Index
 from .snapshot import SnapshotData
@@ -687,18 +687,12 @@ class Engine:
             plan, qv, terms, v_deep, k_deep, pre
         )
         if v_rows.size and k_rows.size:  # 0 < alpha < 1: fuse
-            rows, k_at = union(v_rows, k_rows)
-            # Every row's cosine, K's own rows included: it is each hit's score, and theoretical
-            # fusion adds it for K's rows too (so V need be no deeper than D, docs/fusion.md).
-            cos = self.cosine_scores(qv, rows, v_scores)
-            v_in, k_in = v_scores, k_scores
             if plan.fusion == "score" and SCORE_NORMALISATION == "theoretical":
-                v_in, k_in = cos, self.keyword_fraction(terms, k_scores)
-            v_terms, k_terms = fusion_terms(
-                plan.fusion, v_in, k_in, plan.alpha, SCORE_NORMALISATION
-            )
-            order, _ = fused_order(rows.size, v_terms, k_at, k_terms)
-            rows, cos = rows[order], cos[order]
+                k_scores = self.keyword_fraction(terms, k_scores)
+            rows, cos = fuse_candidates(
+                plan.fusion, v_rows, v_scores, k_rows, k_scores, plan.alpha,
+                lambda union: self.cosine_scores(qv, union, v_scores), SCORE_NORMALISATION,
+            )  # fmt: skip
         else:
             rows = v_rows[:depth] if v_rows.size else k_rows[:depth]
             cos = self.cosine_scores(qv, rows, v_scores)

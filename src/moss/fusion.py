@@ -23,6 +23,7 @@ because rows are kept in index order).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -30,6 +31,7 @@ import numpy as np
 __all__ = [
     "Normalisation",
     "fuse",
+    "fuse_candidates",
     "fused_order",
     "fusion_terms",
     "normalise",
@@ -116,6 +118,12 @@ def _merge(
     return rows[order], fused
 
 
+def _rrf_terms(n_v: int, n_k: int, alpha: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+    v_terms = alpha / (k + np.arange(1, n_v + 1, dtype=np.int64))
+    k_terms = (1.0 - alpha) / (k + np.arange(1, n_k + 1, dtype=np.int64))
+    return v_terms, k_terms
+
+
 def fusion_terms(
     fusion: Literal["score", "rrf"],
     v_scores: np.ndarray,
@@ -125,9 +133,7 @@ def fusion_terms(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each list's weighted term: ``alpha * v̂`` and ``(1 - alpha) * k̂`` (RRF: by rank only)."""
     if fusion == "rrf":
-        v_terms = alpha / (RRF_K + np.arange(1, v_scores.size + 1, dtype=np.int64))
-        k_terms = (1.0 - alpha) / (RRF_K + np.arange(1, k_scores.size + 1, dtype=np.int64))
-        return v_terms, k_terms
+        return _rrf_terms(v_scores.size, k_scores.size, alpha, RRF_K)
     return alpha * normalise(v_scores, method), (1.0 - alpha) * normalise(k_scores, method)
 
 
@@ -142,8 +148,7 @@ def rrf(
     >>> rows.tolist()   # 12 is vector rank 3 and keyword rank 1: 0.8/33 + 0.2/31 > 0.8/31
     [12, 10, 11]
     """
-    v_terms = alpha / (k + np.arange(1, v_rows.size + 1, dtype=np.int64))
-    k_terms = (1.0 - alpha) / (k + np.arange(1, k_rows.size + 1, dtype=np.int64))
+    v_terms, k_terms = _rrf_terms(v_rows.size, k_rows.size, alpha, k)
     return _merge(v_rows, v_terms, k_rows, k_terms)
 
 
@@ -158,6 +163,31 @@ def score_fusion(
     """Convex combination of normalised scores; rows absent from a list get 0 for that term."""
     v_terms, k_terms = fusion_terms("score", v_scores, k_scores, alpha, method)
     return _merge(v_rows, v_terms, k_rows, k_terms)
+
+
+def fuse_candidates(
+    fusion: Literal["score", "rrf"],
+    v_rows: np.ndarray,
+    v_scores: np.ndarray,
+    k_rows: np.ndarray,
+    k_scores: np.ndarray,
+    alpha: float,
+    cosines: Callable[[np.ndarray], np.ndarray],
+    method: Normalisation = "dbsf",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fused order of ``V ∪ K`` (both non-empty, ``0 < alpha < 1``) and each row's cosine.
+
+    ``cosines(rows)`` gives the clamped cosine of any rows: the hits' scores, and with
+    ``method="theoretical"`` the vector term of *every* candidate, keyword-only ones included
+    (``k_scores`` are then BM25 fractions of the query's maximum). Returns rows and cosines in
+    fused order.
+    """
+    rows, k_at = union(v_rows, k_rows)
+    cos = cosines(rows)
+    v_in = cos if fusion == "score" and method == "theoretical" else v_scores
+    v_terms, k_terms = fusion_terms(fusion, v_in, k_scores, alpha, method)
+    order, _ = fused_order(rows.size, v_terms, k_at, k_terms)
+    return rows[order], cos[order]
 
 
 def fuse(

@@ -49,7 +49,7 @@ from .engine import (
     validate_query_options,
 )
 from .errors import INTERNAL, NETWORK, NOT_FOUND, InvalidArgumentError, MossError
-from .fusion import fused_order, fusion_terms, union
+from .fusion import fuse_candidates
 from .snapshot import SnapshotData, current_generation, read_dir, unpack, write_dir
 from .types import LoadIndexesResult, QueryOptions, SearchResult, validate_index_name
 
@@ -519,14 +519,10 @@ def _search_many(
         return out
 
     if v_ids.size and k_ids.size:  # 0 < alpha < 1: fuse (as Engine._search does)
-        ids, k_at = union(v_ids, k_ids)
-        scores = cosines(ids)
-        v_in = scores if theoretical else v_scores_all
-        v_terms, k_terms = fusion_terms(
-            plan.fusion, v_in, k_scores_all, plan.alpha, SCORE_NORMALISATION
-        )
-        order, _ = fused_order(ids.size, v_terms, k_at, k_terms)
-        ids, scores = ids[order], scores[order]
+        ids, scores = fuse_candidates(
+            plan.fusion, v_ids, v_scores_all, k_ids, k_scores_all, plan.alpha, cosines,
+            SCORE_NORMALISATION,
+        )  # fmt: skip
     else:
         ids = v_ids[:depth] if v_ids.size else k_ids[:depth]
         scores = cosines(ids)
