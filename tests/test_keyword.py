@@ -265,6 +265,23 @@ def test_allowed_mask_depth_and_ties() -> None:
         idx.search("cat", 3)
 
 
+def test_strided_allowed_mask() -> None:
+    """A mask that is a strided view (not contiguous) filters like its copy, on every path."""
+    idx = BM25Index()
+    idx.add(np.arange(300), zipf_docs(300, seed=5))
+    wide = np.zeros(600, dtype=bool)
+    wide[::2] = np.arange(300) % 3 != 0
+    strided = wide[::2]
+    assert not strided.flags.c_contiguous
+    for path in PATHS:
+        with search_path(idx, path):
+            keys, scores = idx.search(["w0", "w4", "w9"], 15, strided)
+            want_keys, want_scores = idx.search(["w0", "w4", "w9"], 15, strided.copy())
+            assert keys.tolist() == want_keys.tolist() and len(keys) == 15
+            assert all(k % 3 != 0 for k in keys.tolist())
+            assert scores.tobytes() == want_scores.tobytes()
+
+
 def test_repeated_query_term_counts_twice() -> None:
     idx = BM25Index()
     idx.add(np.arange(3), [["cat", "dog"], ["dog"], ["cow"]])

@@ -640,7 +640,7 @@ class BM25Index:
         if depth < 0:
             raise InvalidArgumentError(f"depth must be >= 0, got {depth}")
         if allowed is not None:
-            allowed = np.asarray(allowed)
+            allowed = np.ascontiguousarray(allowed)  # the compiled loop reads it as a buffer
             if allowed.ndim != 1 or allowed.dtype != np.bool_:
                 raise InvalidArgumentError("allowed must be a 1-D bool array indexed by key")
         query, postings = self._query_postings(terms)
