@@ -40,10 +40,13 @@ dropping dead slots, renumbering the survivors in order and forgetting unused te
 Search: for each query term, vectorised numpy over its postings (gather doc lengths, compute the
 saturated tf, accumulate into a per-thread scratch score array, remembering which slots became
 non-zero), then tombstones and the ``allowed`` mask are applied to the candidates only and the top
-``depth`` are picked with ``np.partition``. When the query's postings are long, a vectorised
-MaxScore pass (``_search_pruned``) first scores the documents of the rarest terms, derives a score
-threshold from them, and then skips every document that only contains terms whose combined upper
-bound cannot reach it; the result is identical to exhaustive scoring.
+``depth`` are picked with ``np.partition``. Where the optional C extension ``moss._kernels`` is
+built (``KERNEL == "c"``), one call runs that whole pass with the same float32 operations in the
+same order, so the same bits, about 4x faster (docs/dependencies.md). When the query's postings
+are long (above 32k, or 512k with the compiled pass), a vectorised MaxScore pass
+(``_search_pruned``) first scores the documents of the rarest terms, derives a score threshold
+from them, and then skips every document that only contains terms whose combined upper bound
+cannot reach it; the result is identical to exhaustive scoring.
 
 Scores are computed in float32, the output dtype (within ~1e-6 of float64). Writes need exclusive
 access (the engine holds its lock); concurrent searches are safe (per-thread scratch arrays).
@@ -679,8 +682,8 @@ class BM25Index:
     def _search_compiled(
         self, query: list[tuple[int, float]], depth: int, allowed: Bool | None
     ) -> tuple[I64, F32]:
-        """The exhaustive pass below in one call to ``moss._kernels.bm25_top``: the same float32
-        operations in the same order (so the same bits), and a heap instead of a partition."""
+        """``search``'s exhaustive numpy pass in one call to ``moss._kernels.bm25_top``: the same
+        float32 operations in the same order (so the same bits), a heap instead of a partition."""
         assert _kernels is not None
         scores, seen = self._scratch()
         c1, c2 = self._norm()
