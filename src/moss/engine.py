@@ -405,11 +405,14 @@ class Engine:
                 self._compact()
             arrays: dict[str, np.ndarray] = {}
             matrix = None
+            # Only the matrix is copied: rows are overwritten in place by upserts. The other
+            # arrays are fresh, or views of memory the indexes never write again (a loaded graph's
+            # bytes; BM25's merged postings, which later writes replace or append past).
             if self._vectors is not None:
                 vec = self._vectors.to_arrays()
                 matrix = np.array(vec.pop("matrix")[: len(self._ids)], dtype=np.float32)
-                arrays.update({f"vec/{k}": np.array(v) for k, v in vec.items()})
-            arrays.update({f"bm25/{k}": np.array(v) for k, v in self._bm25.to_arrays().items()})
+                arrays.update({f"vec/{k}": v for k, v in vec.items()})
+            arrays.update({f"bm25/{k}": v for k, v in self._bm25.to_arrays().items()})
             model = None
             if self.embedder is not None:
                 model = {

@@ -102,8 +102,22 @@ def _bad(message: str, detail: str | None = None) -> MossError:
 # ---------------------------------------------------------------------------------- encode
 
 
-def _encode(data: SnapshotData) -> dict[str, bytes | memoryview]:
-    """Serialise to the four files (bytes-like), manifest last since it describes the others."""
+Chunks = list[bytes | memoryview]  # one file's contents, in order (views of the arrays, no join)
+
+
+def _crc32(chunks: Chunks) -> int:
+    crc = 0
+    for chunk in chunks:
+        crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _encode(data: SnapshotData) -> dict[str, Chunks]:
+    """Serialise to the four files, manifest last since it describes the others.
+
+    Each file is a list of chunks that view the arrays where they can: ``arrays.bin`` is never
+    joined into one buffer, so writing a snapshot copies nothing the caller's arrays already hold.
+    """
     n = len(data.ids)
     if not (len(data.texts) == len(data.metadata) == len(data.payloads) == n):
         raise ValueError("snapshot columns have different lengths")
@@ -146,11 +160,10 @@ def _encode(data: SnapshotData) -> dict[str, bytes | memoryview]:
         raw: bytes | memoryview = a.data.cast("B") if a.size else b""
         parts.append(raw)
         offset += len(raw)
-    arrays = b"".join(parts)
-    files: dict[str, bytes | memoryview] = {
-        "docs.json": docs,
-        "vectors.f32": vectors,
-        "arrays.bin": arrays,
+    files: dict[str, Chunks] = {
+        "docs.json": [docs],
+        "vectors.f32": [vectors],
+        "arrays.bin": parts,
     }
     manifest = {
         "format": FORMAT,
@@ -161,11 +174,11 @@ def _encode(data: SnapshotData) -> dict[str, bytes | memoryview]:
         "doc_count": n,
         "model": data.model,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "files": {k: {"size": len(v), "crc32": zlib.crc32(v)} for k, v in files.items()},
+        "files": {k: {"size": sum(map(len, v)), "crc32": _crc32(v)} for k, v in files.items()},
         "arrays": table,
         "extra": data.extra,
     }
-    files["manifest.json"] = json.dumps(manifest, indent=1).encode("utf-8")
+    files["manifest.json"] = [json.dumps(manifest, indent=1).encode("utf-8")]
     return files
 
 
@@ -283,17 +296,20 @@ def pack(data: SnapshotData, *, compress: bool = True) -> bytes:
             data = replace(data, arrays=_with_vector_arrays(data.arrays, stripped))
     files = _encode(data)
     entries: list[dict[str, Any]] = []
-    bodies: dict[str, bytes | memoryview] = {}
+    bodies: dict[str, Chunks] = {}
     offset = 0
     for name in _FILES:
         body = files[name]
         codec = "raw"
-        if compress and name in _COMPRESSED and len(body):
-            body, codec = zlib.compress(body, _ZLIB_LEVEL), "zlib"
+        size = sum(map(len, body))
+        if compress and name in _COMPRESSED and size > 0:
+            z = zlib.compressobj(_ZLIB_LEVEL)
+            body, codec = [*map(z.compress, body), z.flush()], "zlib"
+            size = sum(map(len, body))
         bodies[name] = body
         offset += (-offset) % _ALIGN
-        entries.append({"name": name, "offset": offset, "size": len(body), "codec": codec})
-        offset += len(body)
+        entries.append({"name": name, "offset": offset, "size": size, "codec": codec})
+        offset += size
     header = json.dumps({"files": entries}).encode("utf-8")
     start = _PACK_HEADER.size + len(header)
     start += (-start) % _ALIGN
@@ -301,7 +317,10 @@ def pack(data: SnapshotData, *, compress: bool = True) -> bytes:
     out[: _PACK_HEADER.size] = _PACK_HEADER.pack(_PACK_MAGIC, _PACK_VERSION, len(header))
     out[_PACK_HEADER.size : _PACK_HEADER.size + len(header)] = header
     for e in entries:
-        out[start + e["offset"] : start + e["offset"] + e["size"]] = bodies[e["name"]]
+        at = start + e["offset"]
+        for chunk in bodies[e["name"]]:
+            out[at : at + len(chunk)] = chunk
+            at += len(chunk)
     return bytes(out)
 
 
@@ -383,9 +402,10 @@ def write_dir(root: str | os.PathLike[str], data: SnapshotData) -> Path:
     gen_dir = root / f"gen-{gen:06d}"
     tmp_dir = root / f".tmp-gen-{gen:06d}-{os.getpid()}-{time.monotonic_ns()}"
     tmp_dir.mkdir()
-    for name, content in files.items():
+    for name, chunks in files.items():
         with open(tmp_dir / name, "wb") as f:
-            f.write(content)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
     os.replace(tmp_dir, gen_dir)
