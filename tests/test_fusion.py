@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from moss.fusion import fuse, normalise, rrf, score_fusion
+from moss.fusion import normalise, rrf, score_fusion
 
 
 def _rows(*xs: int) -> np.ndarray:
@@ -29,13 +29,6 @@ def test_rrf_ties_prefer_vector_rank_then_keyword_rank_then_row() -> None:
     # Symmetric ranks in both lists tie too: 1 is (v1,k2), 2 is (v2,k1) -> vector rank decides.
     rows, _ = rrf(_rows(1, 2), _rows(2, 1), 0.5)
     assert rows.tolist() == [1, 2]
-
-
-def test_alpha_extremes_keep_one_list() -> None:
-    v, k = _rows(3, 1, 2), _rows(9, 3)
-    s = np.array([0.9, 0.5, 0.1])
-    assert fuse("rrf", v, s, k, np.array([2.0, 1.0]), 1.0).tolist() == [3, 1, 2]
-    assert fuse("score", v, s, k, np.array([2.0, 1.0]), 0.0).tolist() == [9, 3]
 
 
 @given(

@@ -105,6 +105,33 @@ def test_keyword_ranking_matches_naive_bm25_through_updates_and_deletes() -> Non
     run(go())
 
 
+@pytest.mark.parametrize("fusion", ["score", "rrf"])
+def test_alpha_extremes_keep_one_list(fusion: str) -> None:
+    """alpha 1 ranks by vectors alone though the query has text, alpha 0 by BM25 alone though it
+    has a vector, whatever the fusion."""
+
+    async def go() -> None:
+        _, s = await _session(n=200, seed=6)
+        vecs = unit_vectors(200, DIM, 6)
+        texts = dict(zip(map(str, range(200)), random_texts(200, 6)))
+        q = unit_vectors(1, DIM, 60)[0]
+        query = "river tiger apple"
+        opts = QueryOptions(embedding=q.tolist(), top_k=10, alpha=1.0, fusion=fusion)  # type: ignore[arg-type]
+        res = await s.query(query, opts)
+        assert [d.id for d in res.docs] == [str(i) for i in np.argsort(-(vecs @ q))[:10]]
+        opts = QueryOptions(embedding=q.tolist(), top_k=10, alpha=0.0, fusion=fusion)  # type: ignore[arg-type]
+        res = await s.query(query, opts)
+        ref = naive_bm25(texts, query)
+        expect = sorted(ref, key=lambda d: (-ref[d], int(d)))[:10]
+        assert len(expect) == 10
+        assert [round(ref[d], 5) for d in (d.id for d in res.docs)] == [
+            round(ref[d], 5) for d in expect
+        ]
+        assert all(d.score == 0.0 for d in res.docs)
+
+    run(go())
+
+
 def test_hybrid_rrf_matches_contract_formula() -> None:
     async def go() -> None:
         _, s = await _session(n=200, seed=3)

@@ -18,6 +18,11 @@ Two fusions, both pure functions over ranked lists of row numbers:
 
 Ties go to the better vector rank, then the better keyword rank, then index order (the row number,
 because rows are kept in index order).
+
+The query paths (``Engine._search``, ``query_multi_index``) call :func:`fuse_candidates`, which
+lays out the union once, scores every row's cosine and orders it with the same pieces
+(:func:`union`, :func:`fusion_terms`, :func:`fused_order`) that :func:`rrf` and
+:func:`score_fusion` use.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ import numpy as np
 
 __all__ = [
     "Normalisation",
-    "fuse",
     "fuse_candidates",
     "fused_order",
     "fusion_terms",
@@ -188,22 +192,3 @@ def fuse_candidates(
     v_terms, k_terms = fusion_terms(fusion, v_in, k_scores, alpha, method)
     order, _ = fused_order(rows.size, v_terms, k_at, k_terms)
     return rows[order], cos[order]
-
-
-def fuse(
-    fusion: Literal["score", "rrf"],
-    v_rows: np.ndarray,
-    v_scores: np.ndarray,
-    k_rows: np.ndarray,
-    k_scores: np.ndarray,
-    alpha: float,
-    method: Normalisation = "dbsf",
-) -> np.ndarray:
-    """Fused order of ``V ∪ K``. ``alpha == 1`` keeps V as is and ``alpha == 0`` keeps K as is."""
-    if alpha >= 1.0:
-        return v_rows
-    if alpha <= 0.0:
-        return k_rows
-    if fusion == "rrf":
-        return rrf(v_rows, k_rows, alpha)[0]
-    return score_fusion(v_rows, v_scores, k_rows, k_scores, alpha, method)[0]
