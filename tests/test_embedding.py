@@ -653,10 +653,22 @@ def test_graph_cache_is_reused_and_repaired(
     folder = tmp_path / "tiny"
     _tiny_checkpoint(folder)
     spec = load_spec("moss-mediumlm", folder)
+    from moss.embedding.graph import GRAPH_BUILD
+
+    # Entries an earlier graph build left for this model go; other models' entries stay.
+    stale = [
+        cache / "graphs" / spec.manifest_sha256,
+        cache / "graphs" / f"{spec.manifest_sha256}.b1",
+    ]
+    other = cache / "graphs" / f"{'0' * 64}.b{GRAPH_BUILD}"
+    for d in [*stale, other]:
+        d.mkdir(parents=True)
+        (d / "model.onnx").write_bytes(b"old")
     want = TransformerEmbedder(spec).embed_query("cache me")
-    entry = cache / "graphs" / spec.manifest_sha256
+    entry = cache / "graphs" / f"{spec.manifest_sha256}.b{GRAPH_BUILD}"
     assert sorted(p.name for p in entry.iterdir()) == ["model.data", "model.onnx"]
     assert not [p for p in entry.parent.iterdir() if p.name.startswith(".")]  # no temp left
+    assert not any(d.exists() for d in stale) and other.is_dir()
     mtime = (entry / "model.data").stat().st_mtime_ns
     np.testing.assert_array_equal(TransformerEmbedder(spec).embed_query("cache me"), want)
     assert (entry / "model.data").stat().st_mtime_ns == mtime  # reused, not rebuilt

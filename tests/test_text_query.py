@@ -1,4 +1,4 @@
-"""Text queries embed on a worker thread while the keyword list is searched: same results."""
+"""Text queries search the keyword list on a worker while the query is embedded: same results."""
 
 from __future__ import annotations
 

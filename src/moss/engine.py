@@ -572,14 +572,15 @@ class Engine:
                 )
             embedder = self._embedder()
             if terms and plan.group_by is None:
-                # The keyword search does not need the query vector: run the embedding (~4 ms
-                # in onnxruntime, which releases the GIL) on a worker thread meanwhile.
-                future = _embedding_pool().submit(embedder.embed_query, text)
+                # The keyword search does not need the query vector, so a worker searches it
+                # while this thread embeds (~4 ms in onnxruntime, which releases the GIL). Not
+                # the other way round: a worker that embeds cannot start until this thread lets
+                # go of the GIL, and its vector then has to be handed back (docs/performance.md).
+                future = _worker_pool().submit(self._prefetch_keywords_locked, plan, terms)
                 try:
-                    with self._lock:
-                        pre = self._prefetch_keywords(plan, terms)
+                    q = embedder.embed_query(text)
                 finally:
-                    q = future.result()
+                    pre = future.result()
             else:
                 q = embedder.embed_query(text)
         with self._lock:
@@ -636,6 +637,10 @@ class Engine:
         allowed = self._allowed(plan)
         k_rows, k_scores = self._bm25.search(terms, self._depths(plan)[2], allowed)
         return _KeywordPrefetch(self.version, allowed, k_rows, k_scores)
+
+    def _prefetch_keywords_locked(self, plan: QueryPlan, terms: list[str]) -> _KeywordPrefetch:
+        with self._lock:
+            return self._prefetch_keywords(plan, terms)
 
     def _metadata_columns(self) -> MetadataColumns:
         """The columnar metadata, built on first use (hold ``_lock``)."""
@@ -735,12 +740,12 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
-def _embedding_pool() -> ThreadPoolExecutor:
-    """Worker threads that embed query texts while the calling thread searches keywords."""
+def _worker_pool() -> ThreadPoolExecutor:
+    """Worker threads that search keywords while the calling thread embeds the query text."""
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="moss-embed")
+            _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="moss-query")
         return _POOL
 
 

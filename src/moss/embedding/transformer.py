@@ -85,7 +85,9 @@ def load_tokenizer(spec: ModelSpec) -> Any:
 
 
 def _graph_dir(spec: ModelSpec) -> Path:
-    return model_cache_dir() / "graphs" / spec.manifest_sha256
+    from moss.embedding.graph import GRAPH_BUILD
+
+    return model_cache_dir() / "graphs" / f"{spec.manifest_sha256}.b{GRAPH_BUILD}"
 
 
 def _build_model(spec: ModelSpec) -> Any:
@@ -112,9 +114,10 @@ def _build_model(spec: ModelSpec) -> Any:
 def ensure_graph(spec: ModelSpec, *, rebuild: bool = False) -> Path | bytes:
     """The cached ONNX graph for ``spec``, built and cached first if needed.
 
-    The cache entry is a directory ``graphs/<manifest sha256>/`` holding ``model.onnx`` and its
-    weights ``model.data``. It is written under a temporary name and renamed into place, so it is
-    either complete or absent; a concurrent builder that loses the rename race uses the winner's.
+    The cache entry is a directory ``graphs/<manifest sha256>.b<GRAPH_BUILD>/`` holding
+    ``model.onnx`` and its weights ``model.data``. It is written under a temporary name and renamed
+    into place, so it is either complete or absent; a concurrent builder that loses the rename race
+    uses the winner's. Entries of other graph builds of the same model are then removed.
 
     Args:
         spec: the model.
@@ -141,6 +144,7 @@ def ensure_graph(spec: ModelSpec, *, rebuild: bool = False) -> Path | bytes:
         if rebuild and final.exists():
             shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
+        _drop_other_builds(final)
     except OSError as e:
         if not path.is_file():  # not a lost race with another builder: disk full, permissions
             log.warning("cannot cache the ONNX graph in %s (%s); using it from memory", final, e)
@@ -149,6 +153,14 @@ def ensure_graph(spec: ModelSpec, *, rebuild: bool = False) -> Path | bytes:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _drop_other_builds(final: Path) -> None:
+    """Remove cached graphs of the same model written by other graph builds (90 MB each)."""
+    manifest = final.name.split(".")[0]
+    for other in final.parent.glob(f"{manifest}*"):
+        if other != final and other.is_dir() and other.name.split(".")[0] == manifest:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def _session(source: Path | bytes, threads: int) -> Any:
@@ -168,7 +180,11 @@ def _session(source: Path | bytes, threads: int) -> Any:
         # Spinning workers steal the only other core from whoever else runs on a small machine.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     src = str(source) if isinstance(source, Path) else source
-    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    from moss.embedding.graph import UNFUSED_OPTIMIZERS
+
+    return ort.InferenceSession(
+        src, so, providers=["CPUExecutionProvider"], disabled_optimizers=list(UNFUSED_OPTIMIZERS)
+    )
 
 
 class TransformerEmbedder:
