@@ -561,7 +561,8 @@ class Engine:
         empty = SearchResult([], text, name, None, self.model_id)
         if plan.top_k == 0 or (blank and plan.embedding is None):
             return _timed(empty, start)
-        terms = analyze(text) if plan.alpha < 1.0 and not blank else []
+        keywords = plan.alpha < 1.0 and not blank
+        terms: list[str] = []
         q = plan.embedding
         pre: _KeywordPrefetch | None = None
         if q is None and plan.alpha > 0.0:
@@ -571,18 +572,22 @@ class Engine:
                     "pass QueryOptions(embedding=...) or use alpha=0"
                 )
             embedder = self._embedder()
-            if terms and plan.group_by is None:
-                # The keyword search does not need the query vector, so a worker searches it
-                # while this thread embeds (~4 ms in onnxruntime, which releases the GIL). Not
-                # the other way round: a worker that embeds cannot start until this thread lets
-                # go of the GIL, and its vector then has to be handed back (docs/performance.md).
-                future = _worker_pool().submit(self._prefetch_keywords_locked, plan, terms)
+            if keywords and plan.group_by is None:
+                # The keyword side does not need the query vector, so a worker analyses the text
+                # and searches BM25 while this thread embeds (~4 ms in onnxruntime, which
+                # releases the GIL). Not the other way round: a worker that embeds cannot start
+                # until this thread lets go of the GIL, and its vector then has to be handed back
+                # (docs/performance.md).
+                future = _worker_pool().submit(self._prefetch_keywords_locked, plan, text)
                 try:
                     q = embedder.embed_query(text)
                 finally:
-                    pre = future.result()
+                    terms, pre = future.result()
             else:
+                terms = analyze(text) if keywords else []
                 q = embedder.embed_query(text)
+        elif keywords:
+            terms = analyze(text)
         with self._lock:
             if pre is not None and pre.version != self.version:
                 pre = None  # a write landed meanwhile: take both lists from one version
@@ -638,9 +643,15 @@ class Engine:
         k_rows, k_scores = self._bm25.search(terms, self._depths(plan)[2], allowed)
         return _KeywordPrefetch(self.version, allowed, k_rows, k_scores)
 
-    def _prefetch_keywords_locked(self, plan: QueryPlan, terms: list[str]) -> _KeywordPrefetch:
+    def _prefetch_keywords_locked(
+        self, plan: QueryPlan, text: str
+    ) -> tuple[list[str], _KeywordPrefetch | None]:
+        """The query's terms, and its keyword prefetch when it has any terms."""
+        terms = analyze(text)
+        if not terms:
+            return terms, None
         with self._lock:
-            return self._prefetch_keywords(plan, terms)
+            return terms, self._prefetch_keywords(plan, terms)
 
     def _metadata_columns(self) -> MetadataColumns:
         """The columnar metadata, built on first use (hold ``_lock``)."""
