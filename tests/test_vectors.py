@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
@@ -546,3 +547,92 @@ def test_remap_compacts_and_keeps_order() -> None:
     vi.remap(np.arange(301) * 2)  # gaps are allowed: the odd rows are simply dead
     assert vi.stats()["rows"] == 601 and len(vi) == 301
     assert np.array_equal(vi.get(np.array([0, 600])), np.stack([x[1], x[1]]))
+
+
+# --------------------------------------------------------------- compiled query helpers
+
+needs_kernels = pytest.mark.skipif(vectors._kernels is None, reason="moss._kernels is not built")
+
+
+def _numpy_quantise(q: np.ndarray) -> np.ndarray:
+    q64 = q.astype(np.float64)
+    q64 *= 127.0 / float(np.abs(q64).max())
+    out: np.ndarray = np.clip(np.rint(q64), -127, 127).astype(np.int8)
+    return out
+
+
+@needs_kernels
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.floats(allow_nan=False, allow_infinity=False, width=32)
+        | st.sampled_from([0.5, -0.5, 2.5]),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_compiled_quantisation_is_numpys_bit_for_bit(values: list[float]) -> None:
+    q = np.asarray(values, dtype=np.float32)
+    if not q.any():
+        return
+    got = np.empty(q.size, dtype=np.int8)
+    vectors._kernels.quantize_i8(q, got)
+    np.testing.assert_array_equal(got, _numpy_quantise(q))
+
+
+@needs_kernels
+def test_compiled_query_checks() -> None:
+    k = vectors._kernels
+    assert k.query_state(np.array([0.0, -0.0], np.float32)) == 1
+    assert k.query_state(np.array([0.0, 1e-45], np.float32)) == 2  # a subnormal is nonzero
+    for bad in (np.nan, np.inf, -np.inf):
+        assert k.query_state(np.array([1.0, bad], np.float32)) == 0
+    with pytest.raises(ValueError, match="nonzero"):
+        k.quantize_i8(np.zeros(3, np.float32), np.empty(3, np.int8))
+    with pytest.raises(ValueError, match="length"):
+        k.quantize_i8(np.ones(3, np.float32), np.empty(2, np.int8))
+
+
+@needs_kernels
+def test_compiled_dot_rows_is_the_rounded_float64_sum() -> None:
+    rng = np.random.default_rng(5)
+    mat = rng.standard_normal((50, 385)).astype(np.float32)  # 385: a remainder after the 8-blocks
+    q = rng.standard_normal(385).astype(np.float32)
+    rows = np.array([49, 0, 7, 7], dtype=np.int64)
+    got = np.empty(4, np.float32)
+    vectors._kernels.dot_rows(mat, 385, rows, q, got)
+    exact = [math.fsum(float(a) * float(b) for a, b in zip(mat[r], q)) for r in rows]
+    ref = np.asarray(exact, dtype=np.float64).astype(np.float32)
+    assert np.all(np.abs(got - ref) <= np.spacing(np.abs(ref)))  # within one float32 ulp
+    assert got[2] == got[3]
+    # Small integers: every product and partial sum is exact, so the result must be too.
+    imat = rng.integers(-50, 50, (10, 384)).astype(np.float32)
+    iq = rng.integers(-50, 50, 384).astype(np.float32)
+    out = np.empty(10, np.float32)
+    vectors._kernels.dot_rows(imat, 384, np.arange(10, dtype=np.int64), iq, out)
+    np.testing.assert_array_equal(out, (imat.astype(np.int64) @ iq.astype(np.int64)))
+    with pytest.raises(ValueError, match="outside the matrix"):
+        vectors._kernels.dot_rows(mat, 385, np.array([50], np.int64), q, np.empty(1, np.float32))
+    with pytest.raises(ValueError, match="do not match"):
+        vectors._kernels.dot_rows(mat, 385, rows, q[:10], got)
+
+
+@needs_kernels
+def test_search_gives_the_same_answers_without_the_compiled_helpers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x = unit_vectors(6000, 48, seed=11)
+    queries = unit_vectors(20, 48, seed=12)
+    vi = VectorIndex(48)
+    vi.set(np.arange(6000), x)  # past exact_max_rows: the graph path
+    assert vi.stats()["graph"] > 0
+    with_c = [vi.search(q, 10) for q in queries]
+    zero = vi.search(np.zeros(48, np.float32), 3)
+    monkeypatch.setattr(vectors, "_kernels", None)
+    for q, (rows, scores) in zip(queries, with_c):
+        r2, s2 = vi.search(q, 10)
+        np.testing.assert_array_equal(rows, r2)
+        np.testing.assert_array_equal(scores, s2)
+    np.testing.assert_array_equal(vi.search(np.zeros(48, np.float32), 3)[0], zero[0])
+    with pytest.raises(InvalidArgumentError, match="NaN"):
+        vi.search(np.full(48, np.nan, np.float32), 3)

@@ -55,6 +55,11 @@ import numpy.typing as npt
 
 from .errors import DESERIALIZATION, InvalidArgumentError, MossError
 
+try:  # compiled query helpers (src/moss/_kernels.c); the numpy code below does the same
+    from . import _kernels
+except ImportError:  # pragma: no cover - built wherever a C compiler exists
+    _kernels = None  # type: ignore[assignment]
+
 __all__ = ["FORMAT_VERSION", "VectorIndex", "restore_graph_vectors", "strip_graph_vectors"]
 
 F32Array = npt.NDArray[np.float32]
@@ -215,10 +220,14 @@ class _Graph:
 
     def search(self, q: F32Array, count: int, ef: int) -> I64Array:
         """Rows of about ``count`` approximate nearest neighbours by inner product."""
-        q64 = q.astype(np.float64)  # float64: 127 / max|q| may not fit a float32
-        # _quantise inlined: scaled by 127 / max|q|, nothing can overflow, so no errstate.
-        q64 *= 127.0 / float(np.abs(q64).max())
-        q8 = np.clip(np.rint(q64, out=q64), -127, 127, out=q64).astype(np.int8)
+        if _kernels is not None:
+            q8 = np.empty(q.size, dtype=np.int8)
+            _kernels.quantize_i8(q, q8)  # the same float64 operations as below, in one call
+        else:
+            q64 = q.astype(np.float64)  # float64: 127 / max|q| may not fit a float32
+            # _quantise inlined: scaled by 127 / max|q|, nothing can overflow, so no errstate.
+            q64 *= 127.0 / float(np.abs(q64).max())
+            q8 = np.clip(np.rint(q64, out=q64), -127, 127, out=q64).astype(np.int8)
         self.index.expansion_search = ef
         keys, _, counts, _, _ = self.index.search_many(
             q8.reshape(1, -1),
@@ -455,7 +464,8 @@ class VectorIndex:
             and q.size == self.dim
             and q.flags.c_contiguous
         ):  # the engine's own query vectors: only finiteness is left to check
-            if not np.isfinite(q).all():
+            finite = _kernels.query_state(q) > 0 if _kernels is not None else np.isfinite(q).all()
+            if not finite:
                 raise InvalidArgumentError(
                     "query embedding must not contain NaN or infinite values"
                 )
@@ -728,7 +738,17 @@ class VectorIndex:
             return self._dot64(qv, self._live_rows(rows))
 
     def _dot64(self, q: F32Array, rows: I64Array) -> F32Array:
-        """float64 dot products rounded once to float32: order- and kernel-independent."""
+        """float64 dot products rounded once to float32: order- and kernel-independent.
+
+        The compiled ``dot_rows`` sums in a fixed order of its own, BLAS in another; the float64
+        sums differ by a few units in the last place of a float64, and rounding to float32 makes
+        them the same number unless one lies within that of a float32 rounding boundary (about
+        one value in a million). One process always takes the same path.
+        """
+        if _kernels is not None:
+            got = np.empty(rows.size, dtype=np.float32)
+            _kernels.dot_rows(self._mat, self.dim, np.ascontiguousarray(rows, np.int64), q, got)
+            return got
         out = np.empty(rows.size, dtype=np.float64)
         q64 = q.astype(np.float64)
         step = self._chunk
@@ -771,7 +791,8 @@ class VectorIndex:
                 mask &= self._live[:n]
             if k == 0 or self._n_live == 0 or (mask is not None and not mask.any()):
                 return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-            if not qv.any():  # every score is exactly 0: the first k rows win the tie
+            nonzero = _kernels.query_state(qv) == 2 if _kernels is not None else qv.any()
+            if not nonzero:  # every score is exactly 0: the first k rows win the tie
                 valid = self._live[:n] if mask is None else mask
                 rows = np.flatnonzero(valid)[:k].astype(np.int64)
                 return rows, np.zeros(rows.size, dtype=np.float32)
