@@ -45,6 +45,7 @@ from .engine import (
     SCORE_FUSION_MIN_DEPTH_K,
     SCORE_NORMALISATION,
     Engine,
+    _worker_pool,
     group_hits,
     validate_query_options,
 )
@@ -405,6 +406,11 @@ class Runtime:
         blank = not text.strip()
         if plan.top_k == 0 or (blank and plan.embedding is None):
             return _result([], text, model_id, start)
+        from .analysis import analyze
+
+        keywords = plan.alpha < 1.0 and not blank
+        terms: list[str] = []
+        pres: dict[int, Any] = {}
         q = plan.embedding
         if q is None and plan.alpha > 0.0:
             if model_id == CUSTOM:
@@ -412,14 +418,23 @@ class Runtime:
                     "these indexes use custom embeddings and cannot embed text queries: "
                     "pass QueryOptions(embedding=...) or use alpha=0"
                 )
-            q = _embedder(engines[0]).embed_query(text)
-        from .analysis import analyze
-
-        terms = analyze(text) if plan.alpha < 1.0 and not blank else []
+            embedder = _embedder(engines[0])
+            if keywords and plan.group_by is None:
+                # As Engine.query: a worker searches each index's keywords while this thread
+                # embeds; a prefetch is used only if its index has not changed since.
+                future = _worker_pool().submit(_prefetch_all, engines, plan, text)
+                try:
+                    q = embedder.embed_query(text)
+                finally:
+                    terms, pres = future.result()
+            else:
+                q = embedder.embed_query(text)
+        if keywords and not terms:
+            terms = analyze(text)
         with contextlib.ExitStack() as stack:
             for e in sorted(set(engines), key=id):
                 stack.enter_context(e._lock)
-            docs = _search_many(targets, plan, q, terms)
+            docs = _search_many(targets, plan, q, terms, pres)
         if plan.group_by is not None:
             docs = group_hits(docs, plan.group_by)[: plan.top_k]
         return _result(docs, text, model_id, start)
@@ -471,10 +486,31 @@ def _merge(parts: list[tuple[np.ndarray, np.ndarray]], depth: int) -> tuple[np.n
     return ids[order], scores[order]
 
 
+def _prefetch_all(engines: list[Engine], plan: Any, text: str) -> tuple[list[str], dict[int, Any]]:
+    """The query's terms and each engine's keyword prefetch (by ``id``), one lock at a time."""
+    from .analysis import analyze
+
+    terms = analyze(text)
+    pres: dict[int, Any] = {}
+    if terms:
+        for e in engines:
+            with e._lock:
+                pres[id(e)] = e._prefetch_keywords(plan, terms)
+    return terms, pres
+
+
 def _search_many(
-    targets: list[tuple[str, Engine]], plan: Any, q: np.ndarray | None, terms: list[str]
+    targets: list[tuple[str, Engine]],
+    plan: Any,
+    q: np.ndarray | None,
+    terms: list[str],
+    pres: dict[int, Any] | None = None,
 ) -> list[Any]:
-    """Engine._search over several engines with global candidate lists (hold every _lock)."""
+    """Engine._search over several engines with global candidate lists (hold every _lock).
+
+    ``pres``: keyword prefetches by engine ``id``, from ``_prefetch_all``; one whose engine has
+    changed since is ignored, so every list comes from the version now locked.
+    """
     engines = [e for _, e in targets]
     use_v = plan.alpha > 0.0 and q is not None and any(e.has_vectors() for e in engines)
     if plan.min_score is not None and not use_v:
@@ -495,8 +531,11 @@ def _search_many(
     offsets: list[int] = []
     offset = 0
     for e in engines:
+        pre = (pres or {}).get(id(e))
+        if pre is not None and pre.version != e.version:
+            pre = None
         v_rows, v_scores, k_rows, k_scores = e.candidate_lists(
-            plan, q if use_v else None, terms, v_deep, k_deep
+            plan, q if use_v else None, terms, v_deep, k_deep, pre
         )
         if theoretical:  # comparable across indexes, whose BM25 statistics differ
             k_scores = e.keyword_fraction(terms, k_scores)
@@ -510,12 +549,17 @@ def _search_many(
     bounds = np.asarray(offsets[1:], dtype=np.int64)
 
     def cosines(ids: np.ndarray) -> np.ndarray:
+        """Clamped cosines of global ids. ``ids`` starts with V (``v_ids``, whose inner products
+        the searches returned); taken per engine, each engine's V rows still come first, so their
+        known dots go along as in ``Engine._search``."""
         which = np.searchsorted(bounds, ids, side="right")
         out = np.zeros(ids.size, dtype=np.float64)
+        n_v = v_ids.size if np.array_equal(ids[: v_ids.size], v_ids) else 0
         for i, e in enumerate(engines):
-            mask = which == i
-            if mask.any():
-                out[mask] = e.cosine_scores(q if use_v else None, ids[mask] - offsets[i])
+            at = np.flatnonzero(which == i)
+            if at.size:
+                known = v_scores_all[at[at < n_v]].astype(np.float32)
+                out[at] = e.cosine_scores(q if use_v else None, ids[at] - offsets[i], known)
         return out
 
     if v_ids.size and k_ids.size:  # 0 < alpha < 1: fuse (as Engine._search does)
