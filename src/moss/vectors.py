@@ -719,6 +719,7 @@ class VectorIndex:
         ``known_dots`` holds the inner products of the first ``known_dots.size`` rows as ``search``
         returned them; only the other rows' are computed (the same numbers: see ``_dot64``).
         """
+        q = np.ascontiguousarray(q, dtype=np.float32)  # a no-op for the vectors search accepted
         dots = np.empty(rows.size, dtype=np.float64)
         known = 0 if known_dots is None else min(known_dots.size, rows.size)
         if known_dots is not None and known:

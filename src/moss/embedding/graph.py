@@ -14,8 +14,9 @@ Two flavours compute the same function:
   LayerNorm is the exception: it is spelled out in nine elementwise and reduction ops
   (:func:`_layer_norm`), because onnxruntime's ``LayerNormalization`` and
   ``SkipLayerNormalization`` CPU kernels are scalar loops accumulating in double: 35 µs per call
-  for a 21-token query against 13 µs for the nine ops, 0.3 ms of a 4.7 ms embedding over the 13
-  calls. The session disables the optimiser passes that would fuse them back.
+  for a 21-token query against 13 µs for the nine ops. Over the 13 calls that saves 0.2 ms of a
+  4.3 ms embedding at 21 tokens and 1 ms at 80; at 5 tokens the extra nodes cost 0.06 ms
+  (docs/performance.md). The session disables the optimiser passes that would fuse them back.
 * ``fused=False``: standard opset-18 ops only (MatMul, Softmax, Erf, LayerNormalization). Portable,
   slower; the tests use it as an independent second implementation.
 

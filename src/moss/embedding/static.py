@@ -109,8 +109,13 @@ def distill_static(teacher: ModelSpec, *, dims: int = STATIC_DIMS) -> tuple[np.n
     so = ort.SessionOptions()
     so.intra_op_num_threads = bulk_threads()
     so.log_severity_level = 3
+    from moss.embedding.graph import UNFUSED_OPTIMIZERS
+
     sess = ort.InferenceSession(
-        _pooled_graph(teacher).SerializeToString(), so, providers=["CPUExecutionProvider"]
+        _pooled_graph(teacher).SerializeToString(),
+        so,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=list(UNFUSED_OPTIMIZERS),
     )
     vocab = teacher.config.vocab_size
     hidden = np.empty((vocab + 1, teacher.config.hidden_size), dtype=np.float32)
