@@ -301,6 +301,23 @@ def test_unfiltered_graph_search_never_returns_removed_rows() -> None:
         assert len(rows) == 20 and not np.isin(rows, gone).any()
 
 
+def test_rows_removed_from_a_viewed_graph_are_never_returned() -> None:
+    x = unit_vectors(2000, 16, seed=6)
+    vi = VectorIndex(16, exact_max_rows=100)
+    vi.set(np.arange(2000), x)
+    vi.flush()
+    arrays = {k: np.array(v) for k, v in vi.to_arrays().items()}
+    viewed = VectorIndex.from_arrays(arrays, exact_max_rows=100)
+    assert viewed._graph is not None and viewed._graph.view_buf is not None
+    gone = np.arange(0, 2000, 7)
+    viewed.remove(gone)
+    assert viewed._graph.view_buf is not None and viewed._graph.pending  # still a view
+    for q in unit_vectors(50, 16, seed=7):
+        rows, _ = viewed.search(q, 20)
+        assert len(rows) == 20 and (rows >= 0).all() and not np.isin(rows, gone).any()
+        assert rows[0] == exact_top(x, q, 1, np.setdiff1d(np.arange(2000), gone))[0]
+
+
 def test_non_unit_vectors_rank_by_inner_product_on_the_graph() -> None:
     rng = np.random.default_rng(8)
     x = unit_vectors(4000, 64, seed=9) * rng.uniform(0.2, 3.0, (4000, 1)).astype(np.float32)

@@ -124,8 +124,15 @@ def _new_usearch(dim: int, connectivity: int, expansion_add: int) -> Any:
     )
 
 
+_UNKNOWN_DTYPE: Any = None
+
+
 def _unknown_dtype() -> Any:
-    return _usearch().ScalarKind.Unknown
+    """usearch's ``ScalarKind.Unknown``, looked up once (it is on every query's path)."""
+    global _UNKNOWN_DTYPE
+    if _UNKNOWN_DTYPE is None:
+        _UNKNOWN_DTYPE = _usearch().ScalarKind.Unknown
+    return _UNKNOWN_DTYPE
 
 
 def _quantise(x: npt.NDArray[np.floating[Any]], scale: float) -> npt.NDArray[np.int8]:
@@ -237,7 +244,8 @@ class _Graph:
             dtype=_unknown_dtype(),
         )
         rows: I64Array = self.key_row[np.asarray(keys[0, : int(counts[0])], dtype=np.int64)]
-        return rows[rows >= 0]
+        # Only a node removed while the graph is a view (pending) is still found with no row.
+        return rows[rows >= 0] if self.pending else rows
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         graph = self.view_buf
