@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moss.fusion import normalise, rrf, score_fusion
+from moss import vectors
+from moss.fusion import fuse_candidates, normalise, rrf, score_fusion
+from moss.vectors import VectorIndex
 
 
 def _rows(*xs: int) -> np.ndarray:
@@ -86,3 +89,61 @@ def test_score_fusion_matches_naive_convex_combination(
     assert set(rows.tolist()) == set(naive)
     assert np.allclose(fused, [naive[d] for d in rows.tolist()])
     assert all(fused[i] >= fused[i + 1] for i in range(len(fused) - 1))
+
+
+# --------------------------------------------------------------- the compiled score fusion
+
+
+@pytest.mark.skipif(vectors._kernels is None, reason="moss._kernels is not built")
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_compiled_score_fusion_gives_the_numpy_paths_numbers(data: st.DataObject) -> None:
+    dim = data.draw(st.integers(1, 12))
+    n = data.draw(st.integers(2, 40))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    x[rng.random(n) < 0.15] = 0.0  # zero vectors: cosine 0
+    dup = rng.integers(0, n, size=n // 4)
+    x[dup] = x[0]  # identical vectors: tied cosines
+    q = rng.standard_normal(dim).astype(np.float32)
+    if data.draw(st.booleans()):
+        q[: dim // 2] = 0.0
+    vi = VectorIndex(dim, exact_max_rows=10_000)
+    vi.set(np.arange(n), x)
+    v_rows = rng.permutation(n)[: data.draw(st.integers(1, n))].astype(np.int64)
+    k_rows = rng.permutation(n)[: data.draw(st.integers(1, n))].astype(np.int64)
+    v_dots = vi.dot(q, v_rows)
+    k_scores = rng.choice(np.array([0.5, 1.0, 2.25, 3.0], np.float32), size=k_rows.size)
+    k_scores = k_scores * rng.uniform(0.5, 1.5, k_rows.size).astype(np.float32) ** 2
+    top = data.draw(st.sampled_from([0.0, float(k_scores.max()) * 1.25, 7.5]))
+    alpha = data.draw(st.floats(0.01, 0.99))
+    want = data.draw(st.integers(1, v_rows.size + k_rows.size))
+    min_score = data.draw(st.none() | st.floats(0.0, 1.0))
+
+    fracs = np.asarray(k_scores, np.float64) / top if top > 0 else np.zeros(k_rows.size)
+    rows, cos = fuse_candidates(
+        "score", v_rows, v_dots, k_rows, fracs, alpha,
+        lambda u: vi.clamped_cosines(q, u.astype(np.int64), v_dots), "theoretical",
+    )  # fmt: skip
+    keep = [
+        (r, c) for r, c in zip(rows.tolist(), cos.tolist()) if min_score is None or c >= min_score
+    ]
+    want_rows = [r for r, _ in keep[:want]]
+    want_cos = [c for _, c in keep[:want]]
+
+    got = vi.fuse_score(q, v_rows, v_dots, k_rows, k_scores, top, alpha, want, min_score)
+    assert got is not None
+    assert got[0].tolist() == want_rows
+    assert got[1].tolist() == want_cos  # the same float64 numbers, not merely close
+
+
+@pytest.mark.skipif(vectors._kernels is None, reason="moss._kernels is not built")
+def test_compiled_score_fusion_rejects_rows_outside_the_index() -> None:
+    vi = VectorIndex(4, exact_max_rows=100)
+    vi.set(np.arange(3), np.eye(4, dtype=np.float32)[:3])
+    q = np.ones(4, np.float32)
+    one = np.array([1.0], np.float32)
+    with pytest.raises(ValueError, match="outside the index"):
+        vi.fuse_score(q, np.array([0]), one, np.array([10**9]), one, 1.0, 0.5, 2, None)
+    with pytest.raises(ValueError, match="outside the index"):
+        vi.fuse_score(q, np.array([-1]), one, np.array([0]), one, 1.0, 0.5, 2, None)

@@ -6,6 +6,9 @@
  * -ffp-contract=off: no fused multiply-add), so both give the same bits; tests/test_keyword.py
  * checks that they agree.
  *
+ * fuse_score: the default hybrid fusion (moss.fusion.fuse_candidates with score fusion and the
+ * theoretical normalisation) with its cosines, the same float64 operations in one call.
+ *
  * query_state, quantize_i8 and dot_rows: the query vector's checks, its int8 quantisation and the
  * float64 inner products that re-rank vector candidates (moss.vectors). After a text query's
  * embedding has evicted the caches, each numpy call costs tens of microseconds; these are three
@@ -435,11 +438,182 @@ done:
     return ret;
 }
 
+/* ------------------------------------------------------------------ score fusion */
+
+typedef struct {
+    double fused;
+    Py_ssize_t pos;
+} ranked_t;
+
+/* higher fused value first, then earlier union position: numpy's stable argsort of -fused */
+static int cmp_ranked(const void *pa, const void *pb) {
+    const ranked_t *a = (const ranked_t *)pa, *b = (const ranked_t *)pb;
+    if (a->fused > b->fused) return -1;
+    if (a->fused < b->fused) return 1;
+    return (a->pos > b->pos) - (a->pos < b->pos);
+}
+
+typedef struct {
+    int64_t row;
+    Py_ssize_t pos;
+} row_pos_t;
+
+static int cmp_row_pos(const void *pa, const void *pb) {
+    const row_pos_t *a = (const row_pos_t *)pa, *b = (const row_pos_t *)pb;
+    return (a->row > b->row) - (a->row < b->row);
+}
+
+/* dot_rows's sum for one row, rounded to float32 as dot_rows rounds it */
+static float dot_one(const float *x, const float *q, Py_ssize_t dim) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    Py_ssize_t i = 0;
+    for (; i + 8 <= dim; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += (double)x[i + k] * (double)q[i + k];
+    for (; i < dim; i++) acc[i % 8] += (double)x[i] * (double)q[i];
+    return (float)(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+}
+
+PyDoc_STRVAR(
+    fuse_score_doc,
+    "fuse_score(v_rows, v_dots, k_rows, k_scores, top, mat, dim, norms, q, qnorm, alpha, want,\n"
+    "           min_score, out_rows, out_cos) -> int\n\n"
+    "moss.fusion.fuse_candidates for fusion='score' with the theoretical normalisation, plus the\n"
+    "engine's min_score and top_k cut, in one call and with the same float64 operations: the\n"
+    "union (V in order, then K's rows that V lacks); each row's clamped cosine (V's inner\n"
+    "products as given, the others as dot_rows computes them, over norm * qnorm); the fused\n"
+    "value alpha * cos + (1 - alpha) * (k_score / top) for rows of K (no keyword term when\n"
+    "top <= 0); best first, ties by union position. Writes the first `want` rows whose cosine\n"
+    "is at least min_score (NaN: no floor) with their cosines and returns how many. V and K\n"
+    "must each hold distinct rows; a row outside mat or norms raises ValueError.");
+
+static PyObject *fuse_score(PyObject *self, PyObject *args) {
+    PyObject *ovr, *ovd, *okr, *oks, *omat, *onorms, *oq, *oor, *ooc;
+    double top, qnorm, alpha, min_score;
+    Py_ssize_t dim, want;
+    if (!PyArg_ParseTuple(args, "OOOOdOnOOddndOO", &ovr, &ovd, &okr, &oks, &top, &omat, &dim,
+                          &onorms, &oq, &qnorm, &alpha, &want, &min_score, &oor, &ooc))
+        return NULL;
+    Py_buffer bvr = {0}, bvd = {0}, bkr = {0}, bks = {0}, bm = {0}, bn = {0}, bq = {0}, bor = {0},
+              boc = {0};
+    row_pos_t *v_sorted = NULL;
+    int64_t *rows = NULL;
+    ranked_t *ranked = NULL;
+    double *cos = NULL;
+    Py_ssize_t count = -1;
+    if (get_buf(ovr, &bvr, 0, sizeof(int64_t), "v_rows") < 0 ||
+        get_buf(ovd, &bvd, 0, sizeof(float), "v_dots") < 0 ||
+        get_buf(okr, &bkr, 0, sizeof(int64_t), "k_rows") < 0 ||
+        get_buf(oks, &bks, 0, sizeof(float), "k_scores") < 0 ||
+        get_buf(omat, &bm, 0, sizeof(float), "mat") < 0 ||
+        get_buf(onorms, &bn, 0, sizeof(float), "norms") < 0 ||
+        get_buf(oq, &bq, 0, sizeof(float), "q") < 0 ||
+        get_buf(oor, &bor, 1, sizeof(int64_t), "out_rows") < 0 ||
+        get_buf(ooc, &boc, 1, sizeof(double), "out_cos") < 0)
+        goto done;
+    const Py_ssize_t nv = bvr.len / (Py_ssize_t)sizeof(int64_t);
+    const Py_ssize_t nk = bkr.len / (Py_ssize_t)sizeof(int64_t);
+    const int64_t *v_rows = (const int64_t *)bvr.buf, *k_rows = (const int64_t *)bkr.buf;
+    const float *v_dots = (const float *)bvd.buf, *k_scores = (const float *)bks.buf;
+    const float *mat = (const float *)bm.buf, *norms = (const float *)bn.buf;
+    const float *q = (const float *)bq.buf;
+    if (dim <= 0 || want < 0 || bvd.len != nv * (Py_ssize_t)sizeof(float) ||
+        bks.len != nk * (Py_ssize_t)sizeof(float) || bq.len != dim * (Py_ssize_t)sizeof(float) ||
+        bor.len < want * (Py_ssize_t)sizeof(int64_t) ||
+        boc.len < want * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "fuse_score: array sizes do not match");
+        goto done;
+    }
+    const Py_ssize_t mat_rows = bm.len / ((Py_ssize_t)sizeof(float) * dim);
+    const Py_ssize_t n_norms = bn.len / (Py_ssize_t)sizeof(float);
+    for (Py_ssize_t i = 0; i < nv + nk; i++) {
+        int64_t r = i < nv ? v_rows[i] : k_rows[i - nv];
+        if (r < 0 || r >= mat_rows || r >= n_norms) {
+            PyErr_Format(PyExc_ValueError, "fuse_score: row %lld outside the index", (long long)r);
+            goto done;
+        }
+    }
+    v_sorted = (row_pos_t *)malloc(sizeof(row_pos_t) * (size_t)(nv + 1));
+    rows = (int64_t *)malloc(sizeof(int64_t) * (size_t)(nv + nk + 1));
+    ranked = (ranked_t *)malloc(sizeof(ranked_t) * (size_t)(nv + nk + 1));
+    cos = (double *)malloc(sizeof(double) * (size_t)(nv + nk + 1));
+    if (v_sorted == NULL || rows == NULL || ranked == NULL || cos == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* The union (moss.fusion.union): V in order, then K's rows that V lacks, in K's order. */
+    for (Py_ssize_t i = 0; i < nv; i++) {
+        v_sorted[i].row = v_rows[i];
+        v_sorted[i].pos = i;
+        rows[i] = v_rows[i];
+    }
+    qsort(v_sorted, (size_t)nv, sizeof(row_pos_t), cmp_row_pos);
+    Py_ssize_t n = nv;
+    for (Py_ssize_t i = 0; i < nv; i++) ranked[i].fused = 0.0; /* no keyword term (yet) */
+    /* Clamped cosines (VectorIndex.clamped_cosines), each row's vector term first. */
+    for (Py_ssize_t i = 0; i < nv; i++) {
+        double denom = (double)norms[v_rows[i]] * qnorm;
+        double c = denom > 0.0 ? (double)v_dots[i] / denom : 0.0;
+        cos[i] = c < 0.0 ? 0.0 : (c > 1.0 ? 1.0 : c);
+    }
+    const double kw = 1.0 - alpha;
+    for (Py_ssize_t j = 0; j < nk; j++) {
+        Py_ssize_t lo = 0, hi = nv;
+        while (lo < hi) {
+            Py_ssize_t mid = lo + (hi - lo) / 2;
+            if (v_sorted[mid].row < k_rows[j]) lo = mid + 1;
+            else hi = mid;
+        }
+        Py_ssize_t at;
+        if (lo < nv && v_sorted[lo].row == k_rows[j]) {
+            at = v_sorted[lo].pos;
+        } else {
+            at = n++;
+            int64_t r = k_rows[j];
+            rows[at] = r;
+            double denom = (double)norms[r] * qnorm;
+            double dot = (double)dot_one(mat + r * dim, q, dim);
+            double c = denom > 0.0 ? dot / denom : 0.0;
+            cos[at] = c < 0.0 ? 0.0 : (c > 1.0 ? 1.0 : c);
+        }
+        /* the keyword term of position `at`; its vector term is added below */
+        ranked[at].fused = top > 0.0 ? kw * ((double)k_scores[j] / top) : kw * 0.0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* v_term + 0.0 for rows without a keyword term: the same order of the same values */
+        ranked[i].fused = alpha * cos[i] + ranked[i].fused;
+        ranked[i].pos = i;
+    }
+    qsort(ranked, (size_t)n, sizeof(ranked_t), cmp_ranked);
+    int64_t *out_rows = (int64_t *)bor.buf;
+    double *out_cos = (double *)boc.buf;
+    count = 0;
+    for (Py_ssize_t i = 0; i < n && count < want; i++) {
+        double c = cos[ranked[i].pos];
+        if (!isnan(min_score) && c < min_score) continue;
+        out_rows[count] = rows[ranked[i].pos];
+        out_cos[count] = c;
+        count++;
+    }
+done:
+    free(v_sorted);
+    free(rows);
+    free(ranked);
+    free(cos);
+    {
+        Py_buffer *views[] = {&bvr, &bvd, &bkr, &bks, &bm, &bn, &bq, &bor, &boc};
+        for (size_t i = 0; i < sizeof(views) / sizeof(views[0]); i++)
+            if (views[i]->obj != NULL) PyBuffer_Release(views[i]);
+    }
+    if (count < 0) return NULL;
+    return PyLong_FromSsize_t(count);
+}
+
 static PyMethodDef methods[] = {
     {"bm25_top", bm25_top, METH_VARARGS, bm25_top_doc},
     {"query_state", query_state, METH_O, query_state_doc},
     {"quantize_i8", quantize_i8, METH_VARARGS, quantize_i8_doc},
     {"dot_rows", dot_rows, METH_VARARGS, dot_rows_doc},
+    {"fuse_score", fuse_score, METH_VARARGS, fuse_score_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -33,3 +33,20 @@ def dot_rows(
     q: NDArray[np.float32],
     out: NDArray[np.float32],
 ) -> None: ...
+def fuse_score(
+    v_rows: NDArray[np.int64],
+    v_dots: NDArray[np.float32],
+    k_rows: NDArray[np.int64],
+    k_scores: NDArray[np.float32],
+    top: float,
+    mat: NDArray[np.float32],
+    dim: int,
+    norms: NDArray[np.float32],
+    q: NDArray[np.float32],
+    qnorm: float,
+    alpha: float,
+    want: int,
+    min_score: float,
+    out_rows: NDArray[np.int64],
+    out_cos: NDArray[np.float64],
+) -> int: ...

@@ -707,6 +707,13 @@ class Engine:
         )
         if v_rows.size and k_rows.size:  # 0 < alpha < 1: fuse
             if plan.fusion == "score" and SCORE_NORMALISATION == "theoretical":
+                if not grouped and self._vectors is not None and qv is not None:
+                    fast = self._vectors.fuse_score(
+                        qv, v_rows, v_scores, k_rows, k_scores, self._bm25.max_score(terms),
+                        plan.alpha, want, plan.min_score,
+                    )  # fmt: skip
+                    if fast is not None:  # the compiled fusion: the numbers of the code below
+                        return list(zip(fast[0].tolist(), fast[1].tolist()))
                 k_scores = self.keyword_fraction(terms, k_scores)
             rows, cos = fuse_candidates(
                 plan.fusion, v_rows, v_scores, k_rows, k_scores, plan.alpha,

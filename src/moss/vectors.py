@@ -740,6 +740,53 @@ class VectorIndex:
         cos = np.divide(dots, denom, out=np.zeros_like(dots), where=denom > 0)
         return np.clip(cos, 0.0, 1.0, out=cos)
 
+    def fuse_score(
+        self,
+        q: F32Array,
+        v_rows: I64Array,
+        v_dots: F32Array,
+        k_rows: I64Array,
+        k_scores: F32Array,
+        top: float,
+        alpha: float,
+        want: int,
+        min_score: float | None,
+    ) -> tuple[I64Array, F64Array] | None:
+        """Score fusion of ``search``'s ``(v_rows, v_dots)`` and keyword ``(k_rows, k_scores)``
+        (BM25 scores, ``top`` the query's maximum), in one compiled call; ``None`` where
+        ``moss._kernels`` is not built.
+
+        The rows and cosines ``fusion.fuse_candidates`` returns for ``fusion="score"`` with the
+        theoretical normalisation, given ``clamped_cosines`` as its cosines and
+        ``k_scores / top`` as the keyword fractions, cut to the first ``want`` rows whose cosine
+        reaches ``min_score``: the same numbers (a property test compares them).
+        """
+        if _kernels is None:
+            return None
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        qnorm = float(np.sqrt(q.dot(q)))  # as clamped_cosines computes it
+        out_rows = np.empty(want, dtype=np.int64)
+        out_cos = np.empty(want, dtype=np.float64)
+        with self._lock:
+            count = _kernels.fuse_score(
+                np.ascontiguousarray(v_rows, np.int64),
+                np.ascontiguousarray(v_dots, np.float32),
+                np.ascontiguousarray(k_rows, np.int64),
+                np.ascontiguousarray(k_scores, np.float32),
+                float(top),
+                self._mat,
+                self.dim,
+                self._norms,
+                q,
+                qnorm,
+                float(alpha),
+                int(want),
+                math.nan if min_score is None else float(min_score),
+                out_rows,
+                out_cos,
+            )
+        return out_rows[:count], out_cos[:count]
+
     def dot(self, q: npt.ArrayLike, rows: npt.ArrayLike) -> F32Array:
         """Exact inner products of ``q`` with live ``rows``, the same numbers ``search`` returns."""
         qv = self._query(q)
