@@ -53,6 +53,34 @@ def _answers(e: Engine) -> list[object]:
     return out
 
 
+def test_write_snapshot_shares_the_vectors_and_writers_wait_for_it(tmp_path: Path) -> None:
+    import threading
+
+    e = _engine()
+    before = _answers(e)
+    writer_done = threading.Event()
+
+    def upsert() -> None:
+        e.add_documents([DocumentInfo("d1", "changed", None, [0.5] * DIM)])
+        writer_done.set()
+
+    def write(data: SnapshotData) -> int:
+        assert data.vectors is not None and e._vectors is not None
+        assert np.shares_memory(data.vectors, e._vectors._mat)  # no copy of the vectors
+        t = threading.Thread(target=upsert)
+        t.start()
+        assert not writer_done.wait(0.3)  # the upsert (in place, row d1) waits for the save
+        assert e.query("river", QueryOptions(embedding=[1.0] * DIM, top_k=3)).docs  # reads don't
+        write_dir(tmp_path / "snap", data)
+        return 7
+
+    assert e.write_snapshot(write) == 7
+    assert writer_done.wait(10)
+    back = Engine.from_snapshot(read_dir(tmp_path / "snap"))
+    assert _answers(back) == before  # the state the save began with, no torn row
+    assert [d.text for d in e.get_documents() if d.id == "d1"] == ["changed"]
+
+
 def test_dir_round_trip_is_identical(tmp_path: Path) -> None:
     e = _engine()
     write_dir(tmp_path / "snap", e.to_snapshot())

@@ -21,10 +21,10 @@ import math
 import numbers
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 
@@ -45,6 +45,8 @@ from .types import (
     SearchResult,
 )
 from .vectors import VectorIndex
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from .embedding import Embedder
@@ -401,36 +403,51 @@ class Engine:
     def to_snapshot(self, name: str | None = None) -> SnapshotData:
         """A consistent, self-contained copy of the index for :mod:`moss.snapshot`."""
         with self._write_lock, self._lock:
-            if len(self._row_of) < len(self._ids):
-                self._compact()
-            arrays: dict[str, np.ndarray] = {}
-            matrix = None
-            # Only the matrix is copied: rows are overwritten in place by upserts. The other
-            # arrays are fresh, or views of memory the indexes never write again (a loaded graph's
-            # bytes; BM25's merged postings, which later writes replace or append past).
-            if self._vectors is not None:
-                vec = self._vectors.to_arrays()
-                matrix = np.array(vec.pop("matrix")[: len(self._ids)], dtype=np.float32)
-                arrays.update({f"vec/{k}": v for k, v in vec.items()})
-            arrays.update({f"bm25/{k}": v for k, v in self._bm25.to_arrays().items()})
-            model = None
-            if self.embedder is not None:
-                model = {
-                    "artifact_version": self.embedder.artifact_version,
-                    "manifest_sha256": self.embedder.manifest_sha256,
-                }
-            return SnapshotData(
-                model_id=self.model_id,
-                dimension=self.dimension,
-                ids=[i for i in self._ids if i is not None],
-                texts=self._texts.copy(),
-                metadata=[dict(m) if m is not None else None for m in self._metas],
-                payloads=list(self._payloads),
-                vectors=matrix if matrix is not None and len(self._ids) else None,
-                arrays=arrays,
-                model=model,
-                extra={"name": name if name is not None else self.name},
-            )
+            return self._snapshot(name, copy_matrix=True)
+
+    def write_snapshot(self, write: Callable[[SnapshotData], T], name: str | None = None) -> T:
+        """``write(snapshot)`` with the vectors *not* copied: the snapshot views the live matrix,
+        and the write lock is held until ``write`` returns, so writers wait for it and queries do
+        not. For saves to disk, which ``SessionIndex`` already keeps apart from its writes; an
+        upload, which may be slow, takes :meth:`to_snapshot` instead."""
+        with self._write_lock:
+            with self._lock:
+                data = self._snapshot(name, copy_matrix=False)
+            return write(data)
+
+    def _snapshot(self, name: str | None, copy_matrix: bool) -> SnapshotData:
+        """Hold ``_write_lock`` and ``_lock``; see ``to_snapshot`` and ``write_snapshot``."""
+        if len(self._row_of) < len(self._ids):
+            self._compact()
+        arrays: dict[str, np.ndarray] = {}
+        matrix = None
+        # Only the matrix may need a copy: rows are overwritten in place by upserts. The other
+        # arrays are fresh, or views of memory the indexes never write again (a loaded graph's
+        # bytes; BM25's merged postings, which later writes replace or append past).
+        if self._vectors is not None:
+            vec = self._vectors.to_arrays()
+            view = vec.pop("matrix")[: len(self._ids)]
+            matrix = np.array(view, dtype=np.float32) if copy_matrix else view
+            arrays.update({f"vec/{k}": v for k, v in vec.items()})
+        arrays.update({f"bm25/{k}": v for k, v in self._bm25.to_arrays().items()})
+        model = None
+        if self.embedder is not None:
+            model = {
+                "artifact_version": self.embedder.artifact_version,
+                "manifest_sha256": self.embedder.manifest_sha256,
+            }
+        return SnapshotData(
+            model_id=self.model_id,
+            dimension=self.dimension,
+            ids=[i for i in self._ids if i is not None],
+            texts=self._texts.copy(),
+            metadata=[dict(m) if m is not None else None for m in self._metas],
+            payloads=list(self._payloads),
+            vectors=matrix if matrix is not None and len(self._ids) else None,
+            arrays=arrays,
+            model=model,
+            extra={"name": name if name is not None else self.name},
+        )
 
     @classmethod
     def from_snapshot(
