@@ -381,6 +381,17 @@ static PyObject *quantize_i8(PyObject *self, PyObject *args) {
     return ret;
 }
 
+/* One row's inner product as dot_rows and fuse_score take it: float64 products summed over eight
+ * interleaved partial sums combined in a fixed order, rounded once to float32. */
+static float dot_one(const float *x, const float *q, Py_ssize_t dim) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    Py_ssize_t i = 0;
+    for (; i + 8 <= dim; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += (double)x[i + k] * (double)q[i + k];
+    for (; i < dim; i++) acc[i % 8] += (double)x[i] * (double)q[i];
+    return (float)(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+}
+
 PyDoc_STRVAR(dot_rows_doc,
              "dot_rows(mat, dim, rows, q, out) -> None\n\n"
              "out[j] = float32(sum over i of float64(mat[rows[j], i]) * float64(q[i])), the\n"
@@ -417,16 +428,7 @@ static PyObject *dot_rows(PyObject *self, PyObject *args) {
     }
     int release = n_rows * dim > (1 << 16);
     PyThreadState *ts = release ? PyEval_SaveThread() : NULL;
-    for (Py_ssize_t j = 0; j < n_rows; j++) {
-        const float *x = mat + rows[j] * dim;
-        double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        Py_ssize_t i = 0;
-        for (; i + 8 <= dim; i += 8)
-            for (int k = 0; k < 8; k++) acc[k] += (double)x[i + k] * (double)q[i + k];
-        for (; i < dim; i++) acc[i % 8] += (double)x[i] * (double)q[i];
-        double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-        out[j] = (float)s;
-    }
+    for (Py_ssize_t j = 0; j < n_rows; j++) out[j] = dot_one(mat + rows[j] * dim, q, dim);
     if (release) PyEval_RestoreThread(ts);
     ret = Py_None;
     Py_INCREF(ret);
@@ -458,19 +460,16 @@ typedef struct {
     Py_ssize_t pos;
 } row_pos_t;
 
+/* VectorIndex.clamped_cosines for one row: dot / (norm * qnorm), 0 when that is 0, in [0, 1] */
+static double clamped_cos(double dot, float norm, double qnorm) {
+    double denom = (double)norm * qnorm;
+    double c = denom > 0.0 ? dot / denom : 0.0;
+    return c < 0.0 ? 0.0 : (c > 1.0 ? 1.0 : c);
+}
+
 static int cmp_row_pos(const void *pa, const void *pb) {
     const row_pos_t *a = (const row_pos_t *)pa, *b = (const row_pos_t *)pb;
     return (a->row > b->row) - (a->row < b->row);
-}
-
-/* dot_rows's sum for one row, rounded to float32 as dot_rows rounds it */
-static float dot_one(const float *x, const float *q, Py_ssize_t dim) {
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    Py_ssize_t i = 0;
-    for (; i + 8 <= dim; i += 8)
-        for (int k = 0; k < 8; k++) acc[k] += (double)x[i + k] * (double)q[i + k];
-    for (; i < dim; i++) acc[i % 8] += (double)x[i] * (double)q[i];
-    return (float)(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
 }
 
 PyDoc_STRVAR(
@@ -550,11 +549,7 @@ static PyObject *fuse_score(PyObject *self, PyObject *args) {
     Py_ssize_t n = nv;
     for (Py_ssize_t i = 0; i < nv; i++) ranked[i].fused = 0.0; /* no keyword term (yet) */
     /* Clamped cosines (VectorIndex.clamped_cosines), each row's vector term first. */
-    for (Py_ssize_t i = 0; i < nv; i++) {
-        double denom = (double)norms[v_rows[i]] * qnorm;
-        double c = denom > 0.0 ? (double)v_dots[i] / denom : 0.0;
-        cos[i] = c < 0.0 ? 0.0 : (c > 1.0 ? 1.0 : c);
-    }
+    for (Py_ssize_t i = 0; i < nv; i++) cos[i] = clamped_cos(v_dots[i], norms[v_rows[i]], qnorm);
     const double kw = 1.0 - alpha;
     for (Py_ssize_t j = 0; j < nk; j++) {
         Py_ssize_t lo = 0, hi = nv;
@@ -570,10 +565,7 @@ static PyObject *fuse_score(PyObject *self, PyObject *args) {
             at = n++;
             int64_t r = k_rows[j];
             rows[at] = r;
-            double denom = (double)norms[r] * qnorm;
-            double dot = (double)dot_one(mat + r * dim, q, dim);
-            double c = denom > 0.0 ? dot / denom : 0.0;
-            cos[at] = c < 0.0 ? 0.0 : (c > 1.0 ? 1.0 : c);
+            cos[at] = clamped_cos(dot_one(mat + r * dim, q, dim), norms[r], qnorm);
         }
         /* the keyword term of position `at`; its vector term is added below */
         ranked[at].fused = top > 0.0 ? kw * ((double)k_scores[j] / top) : kw * 0.0;

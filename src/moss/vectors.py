@@ -135,6 +135,11 @@ def _unknown_dtype() -> Any:
     return _UNKNOWN_DTYPE
 
 
+def _query_norm(q: F32Array) -> float:
+    """``|q|`` in np.linalg.norm's float32 arithmetic: the one both cosine paths divide by."""
+    return float(np.sqrt(q.dot(q)))
+
+
 def _quantise(x: npt.NDArray[np.floating[Any]], scale: float) -> npt.NDArray[np.int8]:
     with np.errstate(over="ignore"):  # components past the scale saturate at +-127
         y = np.rint(x * x.dtype.type(scale))
@@ -736,7 +741,7 @@ class VectorIndex:
             norms = self._norms[rows].astype(np.float64)
             if known < rows.size:
                 dots[known:] = self._dot64(q, rows[known:])
-        denom = norms * float(np.sqrt(q.dot(q)))  # np.linalg.norm's float32 arithmetic
+        denom = norms * _query_norm(q)
         cos = np.divide(dots, denom, out=np.zeros_like(dots), where=denom > 0)
         return np.clip(cos, 0.0, 1.0, out=cos)
 
@@ -764,7 +769,7 @@ class VectorIndex:
         if _kernels is None:
             return None
         q = np.ascontiguousarray(q, dtype=np.float32)
-        qnorm = float(np.sqrt(q.dot(q)))  # as clamped_cosines computes it
+        qnorm = _query_norm(q)
         out_rows = np.empty(want, dtype=np.int64)
         out_cos = np.empty(want, dtype=np.float64)
         with self._lock:
