@@ -590,16 +590,9 @@ class Engine:
                 )
             embedder = self._embedder()
             if keywords and plan.group_by is None:
-                # The keyword side does not need the query vector, so a worker analyses the text
-                # and searches BM25 while this thread embeds (~4 ms in onnxruntime, which
-                # releases the GIL). Not the other way round: a worker that embeds cannot start
-                # until this thread lets go of the GIL, and its vector then has to be handed back
-                # (docs/performance.md).
-                future = _worker_pool().submit(self._prefetch_keywords_locked, plan, text)
-                try:
-                    q = embedder.embed_query(text)
-                finally:
-                    terms, pre = future.result()
+                q, (terms, pre) = embed_beside(
+                    embedder, text, lambda: self._prefetch_keywords_locked(plan, text)
+                )
             else:
                 terms = analyze(text) if keywords else []
                 q = embedder.embed_query(text)
@@ -782,6 +775,22 @@ def _worker_pool() -> ThreadPoolExecutor:
         if _POOL is None:
             _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="moss-query")
         return _POOL
+
+
+def embed_beside(embedder: Embedder, text: str, job: Callable[[], T]) -> tuple[np.ndarray, T]:
+    """Embed the query ``text`` on this thread while a worker runs ``job`` (the keyword side,
+    which needs no vector): onnxruntime releases the GIL for the ~4 ms of the embedding.
+
+    Not the other way round: a worker that embeds cannot start until this thread lets go of the
+    GIL, and its vector then has to be handed back (docs/performance.md). An error of either
+    side is raised once both have finished.
+    """
+    future = _worker_pool().submit(job)
+    try:
+        q = embedder.embed_query(text)
+    finally:
+        got = future.result()
+    return q, got
 
 
 def _timed(result: SearchResult, start: float) -> SearchResult:

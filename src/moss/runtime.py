@@ -45,7 +45,7 @@ from .engine import (
     SCORE_FUSION_MIN_DEPTH_K,
     SCORE_NORMALISATION,
     Engine,
-    _worker_pool,
+    embed_beside,
     group_hits,
     validate_query_options,
 )
@@ -420,13 +420,11 @@ class Runtime:
                 )
             embedder = _embedder(engines[0])
             if keywords and plan.group_by is None:
-                # As Engine.query: a worker searches each index's keywords while this thread
-                # embeds; a prefetch is used only if its index has not changed since.
-                future = _worker_pool().submit(_prefetch_all, engines, plan, text)
-                try:
-                    q = embedder.embed_query(text)
-                finally:
-                    terms, pres = future.result()
+                # As Engine.query, per index; a prefetch is used only if its index has not
+                # changed since.
+                q, (terms, pres) = embed_beside(
+                    embedder, text, lambda: _prefetch_all(engines, plan, text)
+                )
             else:
                 q = embedder.embed_query(text)
         if keywords and not terms:
