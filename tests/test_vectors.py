@@ -653,3 +653,165 @@ def test_search_gives_the_same_answers_without_the_compiled_helpers(
     np.testing.assert_array_equal(vi.search(np.zeros(48, np.float32), 3)[0], zero[0])
     with pytest.raises(InvalidArgumentError, match="NaN"):
         vi.search(np.full(48, np.nan, np.float32), 3)
+
+
+# ------------------------------------------------------------------ compiled graph walk
+
+
+def clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    """Unit vectors around 40 centres: neighbours that matter, as in real embeddings."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((40, dim))
+    x = centres[rng.integers(0, 40, n)] + 0.6 * rng.standard_normal((n, dim))
+    out: np.ndarray = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return out
+
+
+def frozen_index(x: np.ndarray) -> VectorIndex:
+    vi = VectorIndex(x.shape[1], exact_max_rows=100, tail_max_rows=10**6)
+    vi.set(np.arange(len(x)), x)
+    vi.flush()
+    g = vi._graph
+    assert g is not None and g.view_buf is not None and g._walker() is not None
+    return vi
+
+
+def usearch_rows(g: vectors._Graph, q: np.ndarray, count: int, ef: int) -> np.ndarray:
+    """The same search through usearch's own walk over the same bytes."""
+    walk, g._walk, g._walk_unreadable = g._walk, None, True
+    try:
+        return g.search(q, count, ef)
+    finally:
+        g._walk, g._walk_unreadable = walk, False
+
+
+@needs_kernels
+def test_compiled_walk_finds_what_usearch_finds() -> None:
+    x = clustered(3000, 32, seed=1)
+    vi = frozen_index(x)
+    g = vi._graph
+    assert g is not None
+    same, overlap, rec_c, rec_u = 0, 0.0, 0.0, 0.0
+    for q in clustered(200, 32, seed=2):
+        c = g.search(q, 32, 40)
+        u = usearch_rows(g, q, 32, 40)
+        assert len(c) == len(u) == 32 and len(set(c.tolist())) == 32
+        same += set(c.tolist()) == set(u.tolist())
+        overlap += recall(c, u)
+        truth = exact_top(x, q, 10)
+        rec_c += recall(c[:10], truth) / 200
+        rec_u += recall(u[:10], truth) / 200
+        # nearest first, by the int8 inner product the graph ranks by
+        q8 = vectors._quantise(q[None], 127.0 / float(np.abs(q).max()))[0].astype(np.int64)
+        x8 = vectors._quantise(x[c], g.scale).astype(np.int64)
+        assert np.all(np.diff(x8 @ q8) <= 0)
+    # The same algorithm over the same bytes: only ties may order differently.
+    assert same >= 190 and overlap / 200 >= 0.995
+    assert rec_c >= rec_u - 0.005 and rec_c >= 0.9
+    assert not g._walker()[2].any()  # type: ignore[index]  # the visited scratch is left clear
+
+
+@needs_kernels
+def test_compiled_walk_skips_removed_nodes_and_pending_removals() -> None:
+    x = clustered(2000, 16, seed=3)
+    vi = frozen_index(x)
+    gone = np.arange(0, 2000, 3)
+    vi.remove(gone[:300])  # frozen: buffered as pending, the nodes still in the bytes
+    g = vi._graph
+    assert g is not None and len(g.pending) == 300 and g.view_buf is not None
+    queries = clustered(50, 16, seed=4)
+    for q in queries:
+        rows, _ = vi.search(q, 10)
+        assert not np.isin(rows, gone[:300]).any() and len(rows) == 10
+    vi.remove(gone[300:])
+    vi.flush()  # copied back, removed for real (key UINT64_MAX in the bytes), frozen again
+    assert g.view_buf is not None and not g.pending and g._walker() is not None
+    alive = np.setdiff1d(np.arange(2000), gone)
+    for q in queries:
+        found = g.search(q, 20, 64)
+        assert len(found) == 20 and not np.isin(found, gone).any()
+        rows, _ = vi.search(q, 10)
+        assert recall(rows, exact_top(x, q, 10, alive)) >= 0.8
+
+
+@needs_kernels
+def test_compiled_walk_rejects_damaged_bytes() -> None:
+    k = vectors._kernels
+    vi = frozen_index(clustered(500, 8, seed=5))
+    g = vi._graph
+    assert g is not None and g.view_buf is not None
+    buf, offsets, visited = g._walker()  # type: ignore[misc]
+    q = np.ones(8, np.int8)
+    out = np.empty(10, np.int64)
+    assert k.hnsw_search(buf, offsets, visited, q, 16, 10, g.n_keys, out) == 10
+    assert k.hnsw_header(buf) == (500, 8)
+    nodes = 8 + 500 * 8 + 64 + 40 + 2 * 500
+    bad = buf.copy()
+    bad[nodes + 10 : nodes + 14] = 255  # slot 0's neighbour count: far above the connectivity
+    with pytest.raises(ValueError, match="longer than the connectivity"):
+        for start in range(500):  # whichever walk reaches slot 0
+            k.hnsw_search(bad, offsets, visited, np.roll(q, start), 500, 10, g.n_keys, out)
+    assert not visited.any()  # left clear after an error too
+    bad = buf.copy()
+    bad[nodes + 14 : nodes + 18] = 255  # slot 0's first neighbour: outside the graph
+    with pytest.raises(ValueError, match="outside the graph"):
+        k.hnsw_search(bad, offsets, visited, q, 500, 500, g.n_keys, np.empty(500, np.int64))
+    with pytest.raises(ValueError, match="key"):  # keys the index never handed out
+        k.hnsw_search(buf, offsets, visited, q, 16, 10, 3, out)
+    for cut in (buf[:7], buf[:-1], np.concatenate([buf, buf[:4]])):
+        with pytest.raises(ValueError):
+            k.hnsw_offsets(cut, np.empty(501, np.uint64))
+    bad = buf.copy()
+    bad[nodes - 2 * 500 : nodes - 2 * 500 + 2] = 200  # slot 0's level, above the max level
+    with pytest.raises(ValueError, match="level"):
+        k.hnsw_offsets(bad, np.empty(501, np.uint64))
+    with pytest.raises(ValueError, match="do not fit"):
+        k.hnsw_search(buf, offsets[:-1], visited, q, 16, 10, g.n_keys, out)
+    # Through the index: a damaged graph is an internal error, not a wrong answer.
+    g._walk = (bad, offsets, visited)
+    bad[:] = buf
+    bad[nodes + 14 : nodes + 18] = 255
+    with pytest.raises(MossError) as e:
+        for start in range(500):
+            g.search(np.roll(np.ones(8, np.float32), start), 500, 500)
+    assert e.value.code == "INTERNAL"
+
+
+@needs_kernels
+def test_a_frozen_graph_keeps_new_rows_in_the_tail_until_a_refreeze_pays() -> None:
+    x = clustered(3000, 16, seed=6)
+    vi = frozen_index(x)
+    g = vi._graph
+    assert g is not None
+    limit = max(3000 // vectors._FREEZE_NODES_PER_CHANGE, vectors._FLUSH_CHUNK)  # 32 rows
+    new = clustered(limit, 16, seed=7)
+    vi.set(np.arange(3000, 3000 + limit - 1), new[:-1])
+    assert not vi.flush_due()
+    vi.flush(background=True)  # a no-op: the rows wait in the exact tail, the graph stays a view
+    assert vi.stats()["tail"] == limit - 1 and g.view_buf is not None
+    rows, scores = vi.search(new[0], 1)
+    assert rows.tolist() == [3000] and scores[0] == pytest.approx(1.0, abs=1e-6)
+    vi.set(np.array([3000 + limit - 1]), new[-1:])
+    assert vi.flush_due()
+    vi.flush(background=True)  # folded (a private copy), then frozen again
+    assert vi.stats()["tail"] == 0 and vi.stats()["graph"] == 3000 + limit
+    assert g.view_buf is not None and g.changes == 0 and g._walker() is not None
+    assert vi.search(new[-1], 1)[0].tolist() == [3000 + limit - 1]
+    # An explicit flush folds even one row; a change that small is not worth a refreeze.
+    vi.set(np.array([0]), new[:1])
+    vi.flush()
+    assert vi.stats()["tail"] == 0 and g.view_buf is None and not vi.flush_due()
+    assert vi.search(new[0], 2)[0].tolist() in ([0, 3000], [3000, 0])
+
+
+def test_without_the_compiled_walk_the_graph_is_never_frozen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(vectors, "_kernels", None)
+    x = clustered(600, 8, seed=8)
+    vi = VectorIndex(8, exact_max_rows=100, tail_max_rows=10**6)
+    vi.set(np.arange(600), x)
+    vi.flush()
+    assert vi._graph is not None and vi._graph.view_buf is None and not vi.flush_due()
+    for q in clustered(20, 8, seed=9):
+        assert recall(vi.search(q, 10)[0], exact_top(x, q, 10)) >= 0.8

@@ -16,12 +16,14 @@
  * dot_rows sums in float64 in a fixed order, and differs from numpy's BLAS order only in the
  * float64 rounding, which the final rounding to float32 hides (see moss.vectors._dot64).
  *
+ * hnsw_header, hnsw_offsets and hnsw_search (in _hnsw.c): the HNSW graph walk over a serialised
+ * usearch graph, with the memory requests of each step issued together (moss.vectors).
+ *
  * No numpy C API: arrays come in through the buffer protocol, so the module builds against the
  * Python headers alone. Every index read from a buffer is bounds-checked: a damaged index raises
  * ValueError instead of touching memory it does not own.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_kernels.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -78,8 +80,8 @@ typedef struct {
     float w;
 } seg_t;
 
-static int get_buf(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize,
-                   const char *what) {
+int moss_get_buf(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize,
+                 const char *what) {
     if (PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) return -1;
     if (view->len % itemsize != 0) {
         PyErr_Format(PyExc_ValueError, "%s: buffer size %zd is not a multiple of %zd", what,
@@ -127,17 +129,17 @@ static PyObject *bm25_top(PyObject *self, PyObject *args) {
     int32_t *touched = NULL;
     hit_t *heap = NULL;
 
-    if (get_buf(o_scores, &b_scores, 1, 4, "scores") < 0) goto done;
-    if (get_buf(o_seen, &b_seen, 1, 1, "seen") < 0) goto done;
-    if (get_buf(o_len, &b_len, 0, 4, "slot_len") < 0) goto done;
-    if (get_buf(o_live, &b_live, 0, 1, "live") < 0) goto done;
-    if (get_buf(o_key, &b_key, 0, 8, "slot_key") < 0) goto done;
-    if (have_allowed && get_buf(o_allowed, &b_allowed, 0, 1, "allowed") < 0) goto done;
-    if (get_buf(o_indptr, &b_indptr, 0, 8, "indptr") < 0) goto done;
-    if (get_buf(o_pslot, &b_pslot, 0, 4, "post_slot") < 0) goto done;
-    if (get_buf(o_ptf, &b_ptf, 0, 2, "post_tf") < 0) goto done;
-    if (get_buf(o_ok, &b_ok, 1, 8, "out_keys") < 0) goto done;
-    if (get_buf(o_os, &b_os, 1, 4, "out_scores") < 0) goto done;
+    if (moss_get_buf(o_scores, &b_scores, 1, 4, "scores") < 0) goto done;
+    if (moss_get_buf(o_seen, &b_seen, 1, 1, "seen") < 0) goto done;
+    if (moss_get_buf(o_len, &b_len, 0, 4, "slot_len") < 0) goto done;
+    if (moss_get_buf(o_live, &b_live, 0, 1, "live") < 0) goto done;
+    if (moss_get_buf(o_key, &b_key, 0, 8, "slot_key") < 0) goto done;
+    if (have_allowed && moss_get_buf(o_allowed, &b_allowed, 0, 1, "allowed") < 0) goto done;
+    if (moss_get_buf(o_indptr, &b_indptr, 0, 8, "indptr") < 0) goto done;
+    if (moss_get_buf(o_pslot, &b_pslot, 0, 4, "post_slot") < 0) goto done;
+    if (moss_get_buf(o_ptf, &b_ptf, 0, 2, "post_tf") < 0) goto done;
+    if (moss_get_buf(o_ok, &b_ok, 1, 8, "out_keys") < 0) goto done;
+    if (moss_get_buf(o_os, &b_os, 1, 4, "out_scores") < 0) goto done;
     Py_ssize_t n_slots = b_len.len / 4;
     if (b_scores.len / 4 < n_slots || b_seen.len < n_slots || b_live.len < n_slots ||
         b_key.len / 8 < n_slots) {
@@ -192,8 +194,8 @@ static PyObject *bm25_top(PyObject *self, PyObject *args) {
         double w;
         if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(delta_fast, i), "OOd:delta", &o_s, &o_t, &w))
             goto done;
-        if (get_buf(o_s, &delta_bufs[2 * i], 0, 4, "delta slots") < 0) goto done;
-        if (get_buf(o_t, &delta_bufs[2 * i + 1], 0, 2, "delta tf") < 0) {
+        if (moss_get_buf(o_s, &delta_bufs[2 * i], 0, 4, "delta slots") < 0) goto done;
+        if (moss_get_buf(o_t, &delta_bufs[2 * i + 1], 0, 2, "delta tf") < 0) {
             PyBuffer_Release(&delta_bufs[2 * i]);
             goto done;
         }
@@ -321,7 +323,7 @@ PyDoc_STRVAR(query_state_doc,
 
 static PyObject *query_state(PyObject *self, PyObject *arg) {
     Py_buffer b;
-    if (get_buf(arg, &b, 0, sizeof(float), "q") < 0) return NULL;
+    if (moss_get_buf(arg, &b, 0, sizeof(float), "q") < 0) return NULL;
     const float *q = (const float *)b.buf;
     Py_ssize_t n = b.len / (Py_ssize_t)sizeof(float);
     int finite = 1, nonzero = 0;
@@ -347,8 +349,8 @@ static PyObject *quantize_i8(PyObject *self, PyObject *args) {
     PyObject *oq, *oout;
     if (!PyArg_ParseTuple(args, "OO", &oq, &oout)) return NULL;
     Py_buffer bq, bo;
-    if (get_buf(oq, &bq, 0, sizeof(float), "q") < 0) return NULL;
-    if (get_buf(oout, &bo, 1, 1, "out") < 0) {
+    if (moss_get_buf(oq, &bq, 0, sizeof(float), "q") < 0) return NULL;
+    if (moss_get_buf(oout, &bo, 1, 1, "out") < 0) {
         PyBuffer_Release(&bq);
         return NULL;
     }
@@ -405,10 +407,10 @@ static PyObject *dot_rows(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OnOOO", &omat, &dim, &orows, &oq, &oout)) return NULL;
     Py_buffer bm = {0}, br = {0}, bq = {0}, bo = {0};
     PyObject *ret = NULL;
-    if (get_buf(omat, &bm, 0, sizeof(float), "mat") < 0) goto done;
-    if (get_buf(orows, &br, 0, sizeof(int64_t), "rows") < 0) goto done;
-    if (get_buf(oq, &bq, 0, sizeof(float), "q") < 0) goto done;
-    if (get_buf(oout, &bo, 1, sizeof(float), "out") < 0) goto done;
+    if (moss_get_buf(omat, &bm, 0, sizeof(float), "mat") < 0) goto done;
+    if (moss_get_buf(orows, &br, 0, sizeof(int64_t), "rows") < 0) goto done;
+    if (moss_get_buf(oq, &bq, 0, sizeof(float), "q") < 0) goto done;
+    if (moss_get_buf(oout, &bo, 1, sizeof(float), "out") < 0) goto done;
     Py_ssize_t n_rows = br.len / (Py_ssize_t)sizeof(int64_t);
     if (dim <= 0 || bq.len != dim * (Py_ssize_t)sizeof(float) ||
         bo.len != n_rows * (Py_ssize_t)sizeof(float)) {
@@ -499,15 +501,15 @@ static PyObject *fuse_score(PyObject *self, PyObject *args) {
     ranked_t *ranked = NULL;
     double *cos = NULL;
     Py_ssize_t count = -1;
-    if (get_buf(ovr, &bvr, 0, sizeof(int64_t), "v_rows") < 0 ||
-        get_buf(ovd, &bvd, 0, sizeof(float), "v_dots") < 0 ||
-        get_buf(okr, &bkr, 0, sizeof(int64_t), "k_rows") < 0 ||
-        get_buf(oks, &bks, 0, sizeof(float), "k_scores") < 0 ||
-        get_buf(omat, &bm, 0, sizeof(float), "mat") < 0 ||
-        get_buf(onorms, &bn, 0, sizeof(float), "norms") < 0 ||
-        get_buf(oq, &bq, 0, sizeof(float), "q") < 0 ||
-        get_buf(oor, &bor, 1, sizeof(int64_t), "out_rows") < 0 ||
-        get_buf(ooc, &boc, 1, sizeof(double), "out_cos") < 0)
+    if (moss_get_buf(ovr, &bvr, 0, sizeof(int64_t), "v_rows") < 0 ||
+        moss_get_buf(ovd, &bvd, 0, sizeof(float), "v_dots") < 0 ||
+        moss_get_buf(okr, &bkr, 0, sizeof(int64_t), "k_rows") < 0 ||
+        moss_get_buf(oks, &bks, 0, sizeof(float), "k_scores") < 0 ||
+        moss_get_buf(omat, &bm, 0, sizeof(float), "mat") < 0 ||
+        moss_get_buf(onorms, &bn, 0, sizeof(float), "norms") < 0 ||
+        moss_get_buf(oq, &bq, 0, sizeof(float), "q") < 0 ||
+        moss_get_buf(oor, &bor, 1, sizeof(int64_t), "out_rows") < 0 ||
+        moss_get_buf(ooc, &boc, 1, sizeof(double), "out_cos") < 0)
         goto done;
     const Py_ssize_t nv = bvr.len / (Py_ssize_t)sizeof(int64_t);
     const Py_ssize_t nk = bkr.len / (Py_ssize_t)sizeof(int64_t);
@@ -606,6 +608,9 @@ static PyMethodDef methods[] = {
     {"quantize_i8", quantize_i8, METH_VARARGS, quantize_i8_doc},
     {"dot_rows", dot_rows, METH_VARARGS, dot_rows_doc},
     {"fuse_score", fuse_score, METH_VARARGS, fuse_score_doc},
+    {"hnsw_header", hnsw_header, METH_O, hnsw_header_doc},
+    {"hnsw_offsets", hnsw_offsets, METH_VARARGS, hnsw_offsets_doc},
+    {"hnsw_search", hnsw_search, METH_VARARGS, hnsw_search_doc},
     {NULL, NULL, 0, NULL},
 };
 

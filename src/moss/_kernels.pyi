@@ -50,3 +50,15 @@ def fuse_score(
     out_rows: NDArray[np.int64],
     out_cos: NDArray[np.float64],
 ) -> int: ...
+def hnsw_header(buf: NDArray[np.uint8]) -> tuple[int, int]: ...
+def hnsw_offsets(buf: NDArray[np.uint8], out: NDArray[np.uint64]) -> None: ...
+def hnsw_search(
+    buf: NDArray[np.uint8],
+    offsets: NDArray[np.uint64],
+    visited: NDArray[np.uint64],
+    q: NDArray[np.int8],
+    ef: int,
+    count: int,
+    n_keys: int,
+    out_keys: NDArray[np.int64],
+) -> int: ...

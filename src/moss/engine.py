@@ -542,12 +542,11 @@ class Engine:
         vec = self._vectors
         if vec is None or (self._flusher is not None and self._flusher.is_alive()):
             return
-        stats = vec.stats()
-        if stats["graph"] == 0 and stats["live"] <= vec.exact_max_rows:
-            return  # small enough to stay exact: nothing to fold
-        if stats["graph"] and not stats["tail"]:
-            return
-        self._flusher = threading.Thread(target=vec.flush, name="moss-vector-flush", daemon=True)
+        if not vec.flush_due():
+            return  # nothing to fold, or a tail short enough to wait (VectorIndex.flush)
+        self._flusher = threading.Thread(
+            target=vec.flush, kwargs={"background": True}, name="moss-vector-flush", daemon=True
+        )
         self._flusher.start()
 
     def wait_for_background_work(self) -> None:
