@@ -241,7 +241,9 @@ def bench_set(
 
 def load_probe(folder: str) -> None:
     """Child process: memory-map the arrays, from_arrays, first queries; print JSON."""
-    import usearch.compiled  # noqa: F401  (imported lazily by from_arrays; not index memory)
+    from moss.vectors import _usearch
+
+    _usearch()  # loaded lazily by from_arrays, not index memory (and after onnxruntime, as there)
 
     before = rss_mb()
     arrays = {
@@ -366,9 +368,11 @@ def bench_variants(x: np.ndarray, queries: np.ndarray) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    import usearch
+    # The version from the package metadata: importing usearch here, before anything has loaded
+    # onnxruntime, would make a later onnxruntime import crash (moss.vectors._usearch).
+    from importlib.metadata import version
 
-    return _machine.machine(numpy=np.__version__, usearch=usearch.__version__)
+    return _machine.machine(numpy=np.__version__, usearch=version("usearch"))
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
