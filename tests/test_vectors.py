@@ -815,3 +815,20 @@ def test_without_the_compiled_walk_the_graph_is_never_frozen(
     assert vi._graph is not None and vi._graph.view_buf is None and not vi.flush_due()
     for q in clustered(20, 8, seed=9):
         assert recall(vi.search(q, 10)[0], exact_top(x, q, 10)) >= 0.8
+
+
+@needs_kernels
+def test_a_large_graph_is_refrozen_only_after_half_of_it_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(vectors, "_FREEZE_STALL_NODES", 1000)  # 3000 rows count as large
+    x = clustered(3000, 8, seed=10)
+    vi = frozen_index(x)  # a bulk build changed all of it: frozen
+    g = vi._graph
+    assert g is not None
+    vi.set(np.arange(100), x[100:200])  # 1/30 of the graph: a small graph would refreeze
+    vi.flush()
+    assert g.view_buf is None and g.changes == 200 and not vi.flush_due()  # out and in again
+    vi.set(np.arange(100, 1500), x[:1400])
+    vi.flush()
+    assert g.view_buf is not None and g.changes == 0

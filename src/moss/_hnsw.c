@@ -59,7 +59,8 @@ static int parse(const uint8_t *buf, uint64_t len, layout_t *g) {
     memcpy(&rows, buf, 4);
     memcpy(&cols, buf + 4, 4);
     uint64_t at = MATRIX_HEAD + (uint64_t)rows * cols; /* < 2^64: both factors are u32 */
-    if (cols == 0 || at > len || len - at < DENSE_HEAD + GRAPH_HEAD) goto bad;
+    /* cols <= 65536 keeps every int8 inner product within int32 (65536 * 127 * 127 < 2^31) */
+    if (cols == 0 || cols > 65536 || at > len || len - at < DENSE_HEAD + GRAPH_HEAD) goto bad;
     uint16_t major;
     memcpy(&major, buf + at + 7, 2);
     if (memcmp(buf + at, "usearch", 7) != 0 || major != 2) goto bad;

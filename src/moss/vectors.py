@@ -87,6 +87,7 @@ _MAX_FILTER_EF = 4096  # a filter so selective it needs a larger over-fetch is s
 _FILTER_EF_PER_DEPTH = 3  # filtered ef = base ef + this * (depth of the allowed top-k)
 _MAX_PENDING = 1024  # removals buffered against a read-only (viewed) graph before copying it
 _FREEZE_NODES_PER_CHANGE = 256  # see VectorIndex._freeze_due
+_FREEZE_STALL_NODES = 250_000  # see VectorIndex._freeze_due
 
 
 def _auto_ef(graph_rows: int) -> int:
@@ -767,8 +768,14 @@ class VectorIndex:
     def _freeze_due(g: _Graph) -> bool:
         """A private graph is frozen once it changed by 1/256 of its nodes since it last was:
         freezing and the later copy back cost about 0.6 us per node (30 ms each at 100k rows),
-        inserting a node 100 us or more, so the freezes at most double the insertion work."""
+        inserting a node 100 us or more, so the freezes at most double the insertion work.
+
+        Both hold the index lock, and queries wait: above ``_FREEZE_STALL_NODES`` (a 100 ms
+        stall) a graph is refrozen only once half of it changed, as after a bulk build.
+        """
         due = g.changes * _FREEZE_NODES_PER_CHANGE >= g.size > 0
+        if g.size > _FREEZE_STALL_NODES:
+            due = 2 * g.changes >= g.size
         return due and g.view_buf is None and _kernels is not None
 
     def _fold(self, limit: int | None, threads: int) -> int:
