@@ -212,13 +212,13 @@ class _Graph:
         if self.view_buf is not None or _kernels is None or len(self.index) == 0:
             return
         raw = self.index.save_index_to_buffer(None)
-        self.index = None  # at most two copies of the graph at once
         # Into numpy's memory, which it asks the kernel to back with transparent huge pages:
         # the walk's scattered reads then miss the TLB less (cold walk at 100k: -0.02 ms).
-        buf = np.empty(len(raw), dtype=np.uint8)
+        buf = np.empty(len(raw), dtype=np.uint8)  # may raise MemoryError: nothing changed yet
+        index = _new_usearch(self.dim, self.connectivity, self.expansion_add)
+        self.index = None  # at most two copies of the graph at once
         buf[:] = np.frombuffer(raw, dtype=np.uint8)
         del raw
-        index = _new_usearch(self.dim, self.connectivity, self.expansion_add)
         index.view_index_from_buffer(buf, None)
         self.index, self.view_buf, self.changes = index, buf, 0
 
