@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -86,6 +87,18 @@ def synth(
         for i in range(n)
     ]  # fmt: skip
     return docs, out
+
+
+def rss_bytes() -> int:
+    """This process's resident set (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -217,9 +230,23 @@ async def bench_load(n: int, data: tuple, args: argparse.Namespace) -> dict[str,
         s = await client.session("big", model_id="custom")
         for i in range(0, n, 10000):
             await s.add_docs(docs[i : i + 10000])
+        s.engine.wait_for_background_work()
+        if s.engine._vectors is not None:  # the graph folded and frozen: the steady state
+            s.engine._vectors.flush()
+        before, peak, done = rss_bytes(), [0], threading.Event()
+
+        def sample() -> None:  # the save's high-water mark above the resident set before it
+            while not done.is_set():
+                peak[0] = max(peak[0], rss_bytes())
+                time.sleep(0.001)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         t = time.perf_counter()
         await s.save_to_disk()
         save_s = time.perf_counter() - t
+        done.set()
+        sampler.join()
         await client.close()
         runs = []
         for _ in range(3):
@@ -231,6 +258,8 @@ async def bench_load(n: int, data: tuple, args: argparse.Namespace) -> dict[str,
         return {
             "n_docs": n,
             "save_s": round(save_s, 3),
+            "save_peak_mb_above_rss": round((peak[0] - before) / 2**20, 1),
+            "rss_mb_before_save": round(before / 2**20, 1),
             "load_from_disk_s_best_of_3": round(best["load_s"], 4),
             "load_from_disk_s_all": [round(r["load_s"], 4) for r in runs],
             "native_import_s_excluded": round(best["import_native_s"], 4),

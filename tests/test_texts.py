@@ -108,3 +108,25 @@ def test_file_backed_column_reads_with_pread_and_owns_its_descriptor(tmp_path) -
         os.fstat(fd2)  # a failed call leaves the descriptor to the caller
     finally:
         os.close(fd2)
+
+
+TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)  # no surrogates
+
+
+@given(st.lists(TEXT, max_size=40), st.integers(1, 30))
+def test_encode_texts_is_the_join_of_the_encodings_whatever_the_batch(
+    texts: list[str], batch: int
+) -> None:
+    import moss.texts
+
+    saved = moss.texts._ENCODE_BATCH
+    moss.texts._ENCODE_BATCH = batch  # batches of a few bytes: every boundary case
+    try:
+        parts = [t.encode("utf-8") for t in texts]
+        blob, offsets = encode_texts(iter(texts))  # any iterable
+        assert blob.tobytes() == b"".join(parts)
+        assert offsets.tolist() == [0, *np.cumsum([len(p) for p in parts]).tolist()]
+        with pytest.raises(UnicodeEncodeError):  # a lone surrogate has no UTF-8
+            encode_texts([*texts, "a\ud800"])
+    finally:
+        moss.texts._ENCODE_BATCH = saved

@@ -35,13 +35,41 @@ U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
 
 
+_ENCODE_BATCH = 1 << 20  # bytes of texts encoded and copied into a blob at a time
+
+
+def _utf8_offsets(seq: Sequence[str], start: int = 0) -> I64:
+    """``start`` plus the running UTF-8 lengths of ``seq``, n + 1 values (``str.isascii`` is
+    O(1) in CPython, and an ASCII text's UTF-8 length is its length: no encoding)."""
+    offsets = np.full(len(seq) + 1, start, dtype=np.int64)
+    lengths = [len(t) if t.isascii() else len(t.encode("utf-8")) for t in seq]
+    np.cumsum(lengths, out=offsets[1:])
+    offsets[1:] += start
+    return offsets
+
+
+def _encode_into(seq: Sequence[str], blob: U8, offsets: I64) -> None:
+    """Text ``i`` of ``seq`` into ``blob[offsets[i]:offsets[i + 1]]``, about 1 MB at a time."""
+    start = 0
+    while start < len(seq):
+        stop = int(np.searchsorted(offsets, offsets[start] + _ENCODE_BATCH, side="right")) - 1
+        stop = min(max(stop, start + 1), len(seq))
+        chunk = b"".join([t.encode("utf-8") for t in seq[start:stop]])
+        blob[offsets[start] : offsets[stop]] = np.frombuffer(chunk, dtype=np.uint8)
+        start = stop
+
+
 def encode_texts(texts: Iterable[str]) -> tuple[U8, I64]:
     """``(blob, offsets)``: the UTF-8 bytes of ``texts`` back to back, text ``i`` at
-    ``blob[offsets[i]:offsets[i + 1]]``."""
-    parts = [t.encode("utf-8") for t in texts]
-    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
-    np.cumsum([len(p) for p in parts], out=offsets[1:])
-    blob = np.frombuffer(b"".join(parts), dtype=np.uint8)
+    ``blob[offsets[i]:offsets[i + 1]]``.
+
+    The blob is the only full copy made: the lengths come first, then the texts are encoded into
+    it in batches. (Encoding them all and joining the list held two copies at once.)
+    """
+    seq = texts if isinstance(texts, Sequence) else list(texts)
+    offsets = _utf8_offsets(seq)
+    blob = np.empty(int(offsets[-1]), dtype=np.uint8)
+    _encode_into(seq, blob, offsets)
     return blob, offsets
 
 
@@ -221,9 +249,13 @@ class TextColumn(Sequence[str]):
         base = self._whole_blob()
         if not self._tail:
             return base, self._offsets
-        tail_blob, tail_offsets = encode_texts(self._tail)  # appended only: keep the base bytes
-        offsets = np.concatenate([self._offsets, tail_offsets[1:] + self._offsets[-1]])
-        return np.concatenate([base, tail_blob]), offsets
+        # Appended only: the base bytes, then the tail encoded straight into the same blob.
+        tail_offsets = _utf8_offsets(self._tail, int(self._offsets[-1]))
+        offsets = np.concatenate([self._offsets, tail_offsets[1:]])
+        blob = np.empty(int(offsets[-1]), dtype=np.uint8)
+        blob[: base.size] = base
+        _encode_into(self._tail, blob, tail_offsets)
+        return blob, offsets
 
     def nbytes(self) -> int:
         """Bytes of the blob (in memory or on file) and offsets, not counting overlay strings."""
