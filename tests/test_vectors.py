@@ -761,6 +761,12 @@ def test_compiled_walk_rejects_damaged_bytes() -> None:
     for cut in (buf[:7], buf[:-1], np.concatenate([buf, buf[:4]])):
         with pytest.raises(ValueError):
             k.hnsw_offsets(cut, np.empty(501, np.uint64))
+    head = 8 + 500 * 8  # the dense head: the walk reads only i8 vectors, u64 keys, u32 slots
+    for at in (head, head + 7, head + 14, head + 15, head + 16, head + 33):
+        other = buf.copy()
+        other[at] ^= 1  # magic, major version, scalar / key / slot kind, dimensions
+        with pytest.raises(ValueError, match="understands"):
+            k.hnsw_header(other)
     bad = buf.copy()
     bad[nodes - 2 * 500 : nodes - 2 * 500 + 2] = 200  # slot 0's level, above the max level
     with pytest.raises(ValueError, match="level"):

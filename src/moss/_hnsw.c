@@ -61,10 +61,16 @@ static int parse(const uint8_t *buf, uint64_t len, layout_t *g) {
     uint64_t at = MATRIX_HEAD + (uint64_t)rows * cols; /* < 2^64: both factors are u32 */
     /* cols <= 65536 keeps every int8 inner product within int32 (65536 * 127 * 127 < 2^31) */
     if (cols == 0 || cols > 65536 || at > len || len - at < DENSE_HEAD + GRAPH_HEAD) goto bad;
+    /* The dense head: "usearch", u16 major/minor/patch, u8 kinds of metric, scalar, key and slot
+     * (inner product 'i', i8 = 23, u64 = 14, u32 = 15: the node layout below assumes the last
+     * three), u64 present, u64 deleted, u64 dimensions. */
+    const uint8_t *d = buf + at;
     uint16_t major;
-    memcpy(&major, buf + at + 7, 2);
-    if (memcmp(buf + at, "usearch", 7) != 0 || major != 2) goto bad;
-    g->deleted = read_u64(buf + at + 25);
+    memcpy(&major, d + 7, 2);
+    if (memcmp(d, "usearch", 7) != 0 || major != 2 || d[14] != 23 || d[15] != 14 || d[16] != 15 ||
+        read_u64(d + 33) != cols)
+        goto bad;
+    g->deleted = read_u64(d + 25);
     const uint8_t *h = buf + at + DENSE_HEAD;
     g->size = read_u64(h);
     g->m = read_u64(h + 8);
