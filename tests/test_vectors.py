@@ -671,13 +671,14 @@ def clustered(n: int, dim: int, seed: int) -> np.ndarray:
     return out
 
 
-def frozen_index(x: np.ndarray) -> VectorIndex:
+def frozen_index(x: np.ndarray) -> tuple[VectorIndex, vectors._Graph]:
+    """An index over ``x`` with its graph built and frozen, and that graph."""
     vi = VectorIndex(x.shape[1], exact_max_rows=100, tail_max_rows=10**6)
     vi.set(np.arange(len(x)), x)
     vi.flush()
     g = vi._graph
     assert g is not None and g.view_buf is not None and g._walker() is not None
-    return vi
+    return vi, g
 
 
 def usearch_rows(g: vectors._Graph, q: np.ndarray, count: int, ef: int) -> np.ndarray:
@@ -692,9 +693,7 @@ def usearch_rows(g: vectors._Graph, q: np.ndarray, count: int, ef: int) -> np.nd
 @needs_kernels
 def test_compiled_walk_finds_what_usearch_finds() -> None:
     x = clustered(3000, 32, seed=1)
-    vi = frozen_index(x)
-    g = vi._graph
-    assert g is not None
+    _, g = frozen_index(x)
     same, overlap, rec_c, rec_u = 0, 0.0, 0.0, 0.0
     for q in clustered(200, 32, seed=2):
         c = g.search(q, 32, 40)
@@ -718,11 +717,10 @@ def test_compiled_walk_finds_what_usearch_finds() -> None:
 @needs_kernels
 def test_compiled_walk_skips_removed_nodes_and_pending_removals() -> None:
     x = clustered(2000, 16, seed=3)
-    vi = frozen_index(x)
+    vi, g = frozen_index(x)
     gone = np.arange(0, 2000, 3)
     vi.remove(gone[:300])  # frozen: buffered as pending, the nodes still in the bytes
-    g = vi._graph
-    assert g is not None and len(g.pending) == 300 and g.view_buf is not None
+    assert len(g.pending) == 300 and g.view_buf is not None
     queries = clustered(50, 16, seed=4)
     for q in queries:
         rows, _ = vi.search(q, 10)
@@ -741,9 +739,7 @@ def test_compiled_walk_skips_removed_nodes_and_pending_removals() -> None:
 @needs_kernels
 def test_compiled_walk_rejects_damaged_bytes() -> None:
     k = vectors._kernels
-    vi = frozen_index(clustered(500, 8, seed=5))
-    g = vi._graph
-    assert g is not None and g.view_buf is not None
+    _, g = frozen_index(clustered(500, 8, seed=5))
     buf, offsets, visited = g._walker()  # type: ignore[misc]
     q = np.ones(8, np.int8)
     out = np.empty(10, np.int64)
@@ -790,9 +786,7 @@ def test_compiled_walk_rejects_damaged_bytes() -> None:
 @needs_kernels
 def test_a_frozen_graph_keeps_new_rows_in_the_tail_until_a_refreeze_pays() -> None:
     x = clustered(3000, 16, seed=6)
-    vi = frozen_index(x)
-    g = vi._graph
-    assert g is not None
+    vi, g = frozen_index(x)
     limit = max(3000 // vectors._FREEZE_NODES_PER_CHANGE, vectors._FLUSH_CHUNK)  # 32 rows
     new = clustered(limit, 16, seed=7)
     vi.set(np.arange(3000, 3000 + limit - 1), new[:-1])
@@ -833,9 +827,7 @@ def test_a_large_graph_is_refrozen_only_after_half_of_it_changed(
 ) -> None:
     monkeypatch.setattr(vectors, "_FREEZE_STALL_NODES", 1000)  # 3000 rows count as large
     x = clustered(3000, 8, seed=10)
-    vi = frozen_index(x)  # a bulk build changed all of it: frozen
-    g = vi._graph
-    assert g is not None
+    vi, g = frozen_index(x)  # a bulk build changed all of it: frozen
     vi.set(np.arange(100), x[100:200])  # 1/30 of the graph: a small graph would refreeze
     vi.flush()
     assert g.view_buf is None and g.changes == 200 and not vi.flush_due()  # out and in again

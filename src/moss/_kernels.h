@@ -9,6 +9,14 @@
 int moss_get_buf(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize,
                  const char *what);
 
+/* Ask for the cache lines of p[0:len] ahead of use: the re-rank's rows and the graph walk's
+ * vectors and neighbour lists sit scattered in memory, cold after an embedding, and each would
+ * otherwise be a miss waited for in turn. */
+static inline void moss_prefetch(const void *p, size_t len) {
+    const char *c = (const char *)p;
+    for (size_t i = 0; i < len; i += 64) __builtin_prefetch(c + i);
+}
+
 /* _hnsw.c: the compiled search over a serialised usearch graph. */
 extern const char hnsw_header_doc[];
 extern const char hnsw_offsets_doc[];
