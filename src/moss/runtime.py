@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .analysis import analyze
 from .engine import (
     CUSTOM,
     SCORE_FUSION_MIN_DEPTH,
@@ -406,8 +407,6 @@ class Runtime:
         blank = not text.strip()
         if plan.top_k == 0 or (blank and plan.embedding is None):
             return _result([], text, model_id, start)
-        from .analysis import analyze
-
         keywords = plan.alpha < 1.0 and not blank
         terms: list[str] = []
         pres: dict[int, Any] = {}
@@ -486,8 +485,6 @@ def _merge(parts: list[tuple[np.ndarray, np.ndarray]], depth: int) -> tuple[np.n
 
 def _prefetch_all(engines: list[Engine], plan: Any, text: str) -> tuple[list[str], dict[int, Any]]:
     """The query's terms and each engine's keyword prefetch (by ``id``), one lock at a time."""
-    from .analysis import analyze
-
     terms = analyze(text)
     pres: dict[int, Any] = {}
     if terms:
