@@ -30,7 +30,7 @@ def create_app(data_dir: str | os.PathLike[str], **limits: Any) -> Starlette:
         from .app import create_app as _create_app
     except ImportError as e:  # pragma: no cover - depends on the installed extras
         raise ImportError(
-            "the moss server needs the 'server' extra: pip install 'moss[server]'"
+            "the moss server needs the 'server' extra: pip install 'mosslite[server]'"
         ) from e
     return _create_app(data_dir, **limits)
 
