@@ -26,7 +26,7 @@ def test_all_is_sorted_and_matches_the_contract() -> None:
 
 
 def test_public_names_without_underscore_are_exported() -> None:
-    public = {n for n in vars(moss) if not n.startswith("_")}
+    public = {n for n in dir(moss) if not n.startswith("_")}
     modules = {n for n in public if type(getattr(moss, n)).__name__ == "module"}
     assert public - modules == CONTRACT - {"__version__"}
 
