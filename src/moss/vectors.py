@@ -53,6 +53,7 @@ pass after deletes). usearch holds the GIL while it inserts.
 
 from __future__ import annotations
 
+import atexit
 import math
 import threading
 from collections.abc import Mapping
@@ -80,6 +81,23 @@ U64Array = npt.NDArray[np.uint64]
 FORMAT_VERSION = 1
 _GEMV_ELEMS = 1 << 18  # elements per BLAS call (see the module docstring)
 _FLUSH_CHUNK = 32  # rows per graph insertion in flush(): ~5-10 ms holding the GIL
+
+# Background flushes stop at the next chunk once the interpreter exits, and exit waits for the
+# chunk in progress: a daemon thread still inside usearch while the process tears down its C++
+# runtime can abort the process (exit 134).
+_exiting = False
+_active = threading.Condition()
+_active_flushes = 0
+
+
+@atexit.register
+def _stop_background_flushes() -> None:
+    global _exiting
+    with _active:
+        _exiting = True
+        _active.wait_for(lambda: _active_flushes == 0, timeout=30.0)
+
+
 _MIN_CANDIDATES = 32  # ANN candidates re-ranked exactly, at least
 _FILTER_EXACT_MIN = 2048  # allowed rows at or below which a filtered query is always exact
 _ROWS_PER_EF = 20  # an exact scan of m allowed rows costs about an ANN search with ef = m / 20
@@ -733,19 +751,31 @@ class VectorIndex:
         :meth:`flush_due` is false: a frozen graph keeps a short tail rather than being
         copied back, changed and frozen again for every row.
         """
+        global _active_flushes
         with self._lock:
             if background and not self._flush_due():
                 return
-        while True:
-            with self._lock:
-                if self._fold(_FLUSH_CHUNK, threads=1) == 0:
-                    g = self._graph
-                    if g is not None:
-                        if g.pending:
-                            g.materialise()  # applies the removals buffered against a view
-                        if self._freeze_due(g):
-                            g.freeze()
+        if background:
+            with _active:
+                if _exiting:
                     return
+                _active_flushes += 1
+        try:
+            while not (background and _exiting):
+                with self._lock:
+                    if self._fold(_FLUSH_CHUNK, threads=1) == 0:
+                        g = self._graph
+                        if g is not None:
+                            if g.pending:
+                                g.materialise()  # applies the removals buffered against a view
+                            if self._freeze_due(g):
+                                g.freeze()
+                        return
+        finally:
+            if background:
+                with _active:
+                    _active_flushes -= 1
+                    _active.notify_all()
 
     def flush_due(self) -> bool:
         """Whether ``flush(background=True)`` would fold or freeze anything now."""

@@ -53,6 +53,10 @@ _MAINTENANCE_S = 2.0
 Progress = Callable[[float, str], None]
 
 
+class _Interrupted(Exception):
+    """Raised inside a job by its progress callback once :meth:`JobRunner.abort` was called."""
+
+
 @dataclasses.dataclass
 class _Loaded:
     """An index version held in memory by the runner."""
@@ -92,6 +96,7 @@ class JobRunner:
         self._wake = threading.Event()
         self._stopping = False
         self._drain = True
+        self._aborting = False  # set by abort(): the running job stops at its next progress report
         self._cache: OrderedDict[str, _Loaded] = OrderedDict()  # index id -> latest version
 
     def wake(self) -> None:
@@ -121,6 +126,13 @@ class JobRunner:
             self._drain = drain
             self._stopping = True
             self._wake.set()
+
+    def abort(self) -> None:
+        """Stop now: the running job fails at its next progress report (at most one embedding
+        batch away) and queued jobs stay queued. Used at interpreter exit, where a job thread still
+        inside onnxruntime when the process tears down its C++ runtime aborts the process."""
+        self._aborting = True
+        self.stop(drain=False)
 
     def _run(self) -> None:
         store = self.store
@@ -170,6 +182,8 @@ class JobRunner:
         last = [0.0]
 
         def progress(value: float, phase: str) -> None:
+            if self._aborting:
+                raise _Interrupted
             now = time.monotonic()
             if now - last[0] >= 0.1 or value >= 80:  # at most ~10 catalog writes a second
                 last[0] = now
@@ -184,6 +198,8 @@ class JobRunner:
                 self._upsert(job, progress)
         except MossError as e:
             self._fail(job, e.message)
+        except _Interrupted:
+            self._fail(job, "interrupted: the process running the job exited before it finished")
         except Exception as e:  # a bug or an OS error: never leak internals into the job record
             log.exception("moss job %s failed", job.id)
             self._fail(job, f"internal error ({type(e).__name__})")

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import threading
 import time
 from collections import OrderedDict
@@ -577,15 +578,43 @@ def release_store(store: Store) -> None:
     store.close(drain=True, wait=False)
 
 
+EXIT_GRACE_S = 60.0
+"""How long a process that used the embedded store waits at exit for its queued jobs."""
+
+
 @atexit.register
 def _drain_at_exit() -> None:
     # Embedded jobs run in daemon threads; give queued ones (a push right before exit) a chance
-    # to complete instead of being failed by the next process that opens the directory.
+    # to complete instead of being failed by the next process that opens the directory. A job
+    # still running after the grace period (or when Ctrl-C interrupts the wait) is aborted at its
+    # next progress report and waited for: a thread left inside onnxruntime while the interpreter
+    # tears down the C++ runtime kills the process ("terminate called without an active
+    # exception", exit 134). The aborted job is failed with a clear message; nothing is torn.
+    #
+    # Ctrl-C only sets a flag here: a KeyboardInterrupt raised inside Thread.join() corrupts the
+    # thread's state on CPython < 3.13 (is_alive() turns False while it still runs), which is how
+    # the abort used to follow a second Ctrl-C.
     with _stores_lock:
         stores = list(_stores.values()) + _draining
-    deadline = time.monotonic() + 60.0
-    for store in stores:
-        if not store._closed:
-            store.close(drain=True, wait=False)
-        if store.runner is not None:
-            store.runner.join(max(0.0, deadline - time.monotonic()))
+    runners = [s.runner for s in stores if s.runner is not None]
+    interrupted = threading.Event()
+    previous: Any = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
+    try:
+        deadline = time.monotonic() + EXIT_GRACE_S
+        for store in stores:
+            if not store._closed:
+                store.close(drain=True, wait=False)
+        for runner in runners:
+            while runner.is_alive() and not interrupted.is_set() and time.monotonic() < deadline:
+                runner.join(0.05)
+        for runner in runners:
+            if runner.is_alive():
+                runner.abort()
+        for runner in runners:
+            while runner.is_alive():  # at most one embedding batch (or one commit) away
+                runner.join(0.05)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
