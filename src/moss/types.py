@@ -196,8 +196,8 @@ class QueryResultDocumentInfo:
 
     id: str
     text: str
-    metadata: Optional[dict[str, str]]
-    score: float
+    metadata: Optional[dict[str, str]] = None
+    score: float = 0.0
     index_name: Optional[str] = None
     payload: Optional[str] = None
 
