@@ -1,6 +1,6 @@
 """The text analyser shared by BM25 indexing and BM25 queries.
 
-``analyze(text)`` turns text into the list of terms BM25 counts (API.md §3.5):
+``analyze(text)`` turns text into the list of terms BM25 counts (docs/api.md §3.5):
 
 1. **Normalise** (non-ASCII text only): Unicode NFKC, so that composed and decomposed accents,
    full-width letters and ligatures (``ﬁ``) all give the same token, then ``str.casefold``

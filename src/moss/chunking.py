@@ -1,4 +1,4 @@
-"""Native chunking: split a text (or a Markdown file) into search-sized chunks (API.md §3.13).
+"""Native chunking: split a text (or a Markdown file) into search-sized chunks (docs/api.md §3.13).
 
 A sentence-embedding model sees a few hundred tokens at most, and a hit is only useful if it points
 at a passage rather than a whole file, so long texts are cut into chunks of at most

@@ -361,7 +361,7 @@ class Engine:
         return np.flatnonzero(self._live[: len(self._ids)])
 
     def get_documents(self, options: GetDocumentsOptions | None = None) -> list[DocumentInfo]:
-        """Documents in index order, restricted/sorted/grouped per API.md §3.2 and §3.7."""
+        """Documents in index order, restricted/sorted/grouped per docs/api.md §3.2 and §3.7."""
         o = options if options is not None else GetDocumentsOptions()
         if not isinstance(o, GetDocumentsOptions):
             raise InvalidArgumentError(
@@ -565,7 +565,7 @@ class Engine:
         index_name: str | None = None,
         default_top_k: int = DEFAULT_TOP_K,
     ) -> SearchResult:
-        """Hybrid search per API.md §3.4 (validation, filter first, fusion, score, min_score)."""
+        """Hybrid search per docs/api.md §3.4 (validation, filter first, fusion, score, min_score)."""
         start = time.perf_counter()
         if not isinstance(text, str):
             raise InvalidArgumentError(f"query must be a str, not {type(text).__name__}")

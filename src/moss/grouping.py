@@ -1,4 +1,4 @@
-"""``sort_by`` ordering (API.md §3.2) and ``ParentGrouping`` units (§3.7) as pure functions.
+"""``sort_by`` ordering (docs/api.md §3.2) and ``ParentGrouping`` units (§3.7) as pure functions.
 
 Design, and why:
 

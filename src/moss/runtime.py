@@ -1,4 +1,4 @@
-"""Loaded indexes: in-memory copies of cloud indexes, refreshed and queried locally (API.md §3.11).
+"""Loaded indexes: in-memory copies of cloud indexes, refreshed and queried locally (docs/api.md §3.11).
 
 A :class:`Runtime` belongs to one ``MossClient``. Each loaded index is an entry holding an
 :class:`~moss.engine.Engine` and the cloud version it was built from.
@@ -383,7 +383,7 @@ class Runtime:
     def query_multi(
         self, names: Sequence[str | SessionIndex], text: str, options: QueryOptions | None = None
     ) -> SearchResult:
-        """One global ranking over loaded indexes and sessions (API.md §3.4, §4.3)."""
+        """One global ranking over loaded indexes and sessions (docs/api.md §3.4, §4.3)."""
         start = time.perf_counter()
         targets = self._targets(names)
         if not isinstance(text, str):

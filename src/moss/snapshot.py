@@ -1,6 +1,6 @@
 """Compact, versioned, pickle-free snapshots of an :class:`~moss.engine.Engine`.
 
-A snapshot is four files (API.md §4.5)::
+A snapshot is four files (docs/api.md §4.5)::
 
     manifest.json   format name and version, model identity, counts, every file's size and
                     CRC-32, and the table of arrays in arrays.bin (name, dtype, shape, offset)

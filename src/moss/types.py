@@ -1,6 +1,6 @@
 """Public data types: inputs (mutable, positional like their parameters) and results (read-only).
 
-The field order and defaults follow the Moss API contract (API.md §2.3) exactly, so positional
+The field order and defaults follow the Moss API contract (docs/api.md §2.3) exactly, so positional
 construction written for the proprietary SDK keeps working.
 """
 
@@ -75,7 +75,7 @@ class ParentGrouping:
 
 @dataclass
 class QueryOptions:
-    """Options of ``query``; ``None`` means the default (API.md §3.4).
+    """Options of ``query``; ``None`` means the default (docs/api.md §3.4).
 
     Attributes:
         embedding: the query vector; the text is then not embedded.
@@ -332,7 +332,7 @@ _NAME_MESSAGE = (
 
 
 def validate_index_name(name: object) -> str:
-    """Return ``name`` if it is a valid index or session name (API.md §3.9), else raise."""
+    """Return ``name`` if it is a valid index or session name (docs/api.md §3.9), else raise."""
     if (
         not isinstance(name, str)
         or not name.strip()
@@ -346,7 +346,7 @@ def validate_index_name(name: object) -> str:
 
 
 def coerce_metadata_value(key: str, value: object) -> str:
-    """Convert one metadata value to its string form (API.md §3.1)."""
+    """Convert one metadata value to its string form (docs/api.md §3.1)."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):

@@ -1,7 +1,7 @@
 """The vector index: exact float32 inner products, with an int8 HNSW graph once the index is large.
 
 Rows are the engine's dense row numbers; each holds one float32 vector. ``search`` returns the top
-``k`` live rows by inner product (not cosine: custom vectors are not normalised, API.md §3.3), with
+``k`` live rows by inner product (not cosine: custom vectors are not normalised, docs/api.md §3.3), with
 their exact float32 scores, ties broken by row. The design, and the measurements behind every
 constant, are in ``docs/vector-index.md``; in short:
 
