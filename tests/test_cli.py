@@ -169,7 +169,11 @@ def test_index_lifecycle(
     only = run_json(capsys, "docs", "get", "notes", "--id", "c", "--id", "a")
     assert [d["id"] for d in only] == ["a", "c"]  # index order
     code, out, _ = run(capsys, "docs", "get", "notes")
-    assert code == 0 and "3 document(s)" in out and "kind=a" in out
+    assert code == 0 and "3 document(s)" in out and "kind=a" not in out
+    code, out, _ = run(capsys, "docs", "get", "notes", "-m")
+    assert (
+        code == 0 and "kind=a" in out and out.splitlines()[0].split() == ["id", "text", "metadata"]
+    )
 
     more = write_docs(tmp_path / "more.jsonl", ["d", "a"], seed=1)
     added = run_json(capsys, "docs", "add", "notes", str(more))
@@ -207,8 +211,8 @@ def test_index_create_progress_on_stderr(
 ) -> None:
     code, out, err = run(capsys, "index", "create", "p", str(docs_file))
     assert code == 0
-    assert "indexing [" in err and "3/3" in err
-    assert "Created index 'p': 3 docs, model custom" in out
+    assert "indexing: 0/3 docs" in err and "indexing: 3/3 docs (100%)" in err
+    assert "Created index 'p': 3 docs from 1 file(s), model custom" in out
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,12 +226,13 @@ def test_query_table_and_json(capsys: pytest.CaptureFixture[str], docs_file: Pat
     assert [d["id"] for d in res["docs"]] == ["a"]
     assert res["docs"][0]["metadata"] == {"kind": "a"} and res["index"] == "notes"
     assert res["query_ms"] >= 0 and res["load_ms"] >= 0
-    code, out, _ = run(capsys, "query", "notes", "tigers jungle", "--alpha", "0", "--top-k", "1")
+    code, out, _ = run(capsys, "query", "notes", "tigers jungle", "-a", "0", "-k", "1", "-m")
     assert code == 0
     lines = out.strip().splitlines()
-    assert lines[0].split() == ["#", "id", "score", "text", "metadata"]
+    assert lines[0].split() == ["#", "id", "keyword", "text", "metadata"]
     assert lines[2].split()[:2] == ["1", "b"] and "kind=b" in lines[2]
-    assert lines[-1].startswith("1 result(s) in ") and "ms" in lines[-1]
+    assert 0.0 < float(lines[2].split()[2]) < 1.0  # the BM25 fraction, not the 0 cosine
+    assert any(line.startswith("1 result(s) in ") for line in lines)
     flt = json.dumps({"field": "kind", "condition": {"$eq": "c"}})
     res = run_json(capsys, "query", "notes", "salmon mango", "--alpha", "0", "--filter", flt)
     assert [d["id"] for d in res["docs"]] == ["c"]
@@ -304,7 +309,7 @@ def test_serve_without_server_extra(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
     )
     line = one_line_error(proc.returncode, proc.stdout, proc.stderr)
-    assert "pip install 'moss[server]'" in line
+    assert "pip install 'mosslite[server]'" in line
 
 
 def test_projects_create(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

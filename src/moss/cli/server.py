@@ -1,0 +1,104 @@
+"""``moss serve`` and ``moss projects create``: the self-hostable server.
+
+Both import :mod:`moss.server` only when run, so the CLI works without the ``server`` extra; when
+Starlette or uvicorn is missing they name ``pip install 'mosslite[server]'``. ``serve`` checks what
+a user most often gets wrong before uvicorn starts, so each gets one clear line instead of a
+multi-line log: a data directory that does not exist (a typo would otherwise silently create an
+empty one; ``projects create`` creates it) and a port that is already taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from .._version import __version__
+from ..errors import INTERNAL, InvalidArgumentError, MossError
+from .output import json_out, out
+
+__all__ = ["SERVER_HINT", "check_port", "projects_create", "serve"]
+
+SERVER_HINT = "pip install 'mosslite[server]'"
+
+
+def _missing_extra(e: ImportError) -> MossError:
+    return MossError(
+        f"this command needs the server extra ({e.name or e}): {SERVER_HINT}", code=INTERNAL
+    )
+
+
+def _server_module(*, web: bool) -> Any:
+    """``moss.server``; with ``web``, also check that Starlette and uvicorn are importable."""
+    try:
+        from .. import server
+
+        if web:
+            import starlette  # noqa: F401
+            import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise _missing_extra(e) from e
+    return server
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise a one-line error when ``host:port`` cannot be bound because it is in use."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise InvalidArgumentError(f"cannot listen on {host!r}: {e.strerror}") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        if sys.platform != "win32":  # as uvicorn binds: TIME_WAIT leftovers are not "in use"
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
+                raise MossError(
+                    f"port {port} on {host} is already in use (choose another with --port)",
+                    code=INTERNAL,
+                ) from None
+            raise MossError(
+                f"cannot listen on {host}:{port}: {e.strerror}", code=INTERNAL
+            ) from None
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server in the foreground (on the main thread, outside any event loop: uvicorn
+    installs its own signal handlers there, and Ctrl-C must reach its graceful shutdown so the
+    store finishes queued jobs)."""
+    data = Path(args.data)
+    if not data.is_dir():
+        raise InvalidArgumentError(
+            f"data directory {args.data!r} does not exist: create it and a project with "
+            f"`moss projects create --data {args.data}` first"
+        )
+    server = _server_module(web=True)
+    check_port(args.host, args.port)
+    sys.stderr.write(f"moss {__version__} serving {args.data} on http://{args.host}:{args.port}\n")
+    try:
+        server.serve(args.data, args.host, args.port)
+    except ImportError as e:  # an optional piece the server imports lazily
+        raise _missing_extra(e) from e
+    return 0
+
+
+async def projects_create(args: argparse.Namespace) -> int:
+    """Create a project in a server data directory (created if missing); print its id and key."""
+    server = _server_module(web=False)
+    try:
+        project_id, project_key = server.create_project(args.data, name=args.name)
+    except ImportError as e:
+        raise _missing_extra(e) from e
+    if args.json:
+        json_out({"project_id": project_id, "project_key": project_key})
+    else:
+        out(f"MOSS_PROJECT_ID={project_id}")
+        out(f"MOSS_PROJECT_KEY={project_key}")
+    return 0
