@@ -13,6 +13,22 @@ when they need it. See docs/ingestion.md.
 
 from __future__ import annotations
 
+from .documents import IngestBatch, collect_documents, documents_from_bytes
+from .files import SourceFile, discover
 from .parsers import KINDS, ParsedDocument, html_links, kind_for, parse_bytes
+from .sync import SyncReport, sync_directory
 
-__all__ = ["KINDS", "ParsedDocument", "html_links", "kind_for", "parse_bytes"]
+__all__ = [
+    "KINDS",
+    "IngestBatch",
+    "ParsedDocument",
+    "SourceFile",
+    "SyncReport",
+    "collect_documents",
+    "discover",
+    "documents_from_bytes",
+    "html_links",
+    "kind_for",
+    "parse_bytes",
+    "sync_directory",
+]

@@ -50,6 +50,7 @@ __all__ = [
     "MAX_TEXT_CHARS",
     "PDF_CONTENT_TYPE",
     "ParsedDocument",
+    "SUFFIXES",
     "html_links",
     "kind_for",
     "parse_bytes",
