@@ -10,17 +10,29 @@ store.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import ClassVar
+from typing import Any, ClassVar, Union
 
 from .cloud import CloudIndexes
+from .cloud import ingest as cloud_ingest
 from .engine import CUSTOM, Engine
 from .errors import NOT_FOUND, InvalidArgumentError, MossError
 from .jobs import JobHandle
 from .runtime import Runtime
 from .session import SessionIndex
 from .snapshot import SnapshotData
+from .sources import (
+    CreateWebSourceOptions,
+    CreateWebSourceResult,
+    DeleteWebSourceResult,
+    ParseFileInput,
+    ParseOptions,
+    ResyncWebSourceResult,
+    UpdateWebSourceOptions,
+    UpdateWebSourceResult,
+    WebSource,
+)
 from .types import (
     Chunking,
     DocsInput,
@@ -246,6 +258,101 @@ class MossClient:
         return await self._cloud.wait_for_job(
             job_id, poll_interval_seconds=poll_interval_seconds, timeout_seconds=timeout_seconds
         )
+
+    # -------------------------------------------------------------- files and web sources
+
+    async def create_index_from_files(
+        self,
+        name: str,
+        files: Sequence[ParseFileInput],
+        model_id: str | None = None,
+        parse_options: ParseOptions | None = None,
+    ) -> MutationResult:
+        """Build a new cloud index from files parsed where the index is built (a job; waits).
+
+        Each file is a :class:`~moss.ParseFileInput` (name, content type, ``data`` bytes or a
+        ``path``); its chunks get ids ``{name}#{n}``. Content types: ``application/pdf`` and the
+        DOCX type, plus ``text/markdown``, ``text/plain`` and ``text/html`` (ours). PDF text
+        comes from the text layer (no OCR); page headers, footers and page numbers are dropped.
+
+        Args:
+            name: the new index (a taken name is an ``AlreadyExistsError``).
+            files: 1 to 20 files, names unique, at most 50 MB each.
+            model_id: ``"moss-minilm"`` (default) or another built-in model; not ``"custom"``.
+            parse_options: :class:`~moss.ParseOptions` (``ocr_mode="full_ocr"`` is refused:
+                there is no OCR engine here).
+
+        Returns:
+            the :class:`MutationResult` once the index is ready (30-minute ceiling).
+
+        Raises:
+            InvalidArgumentError: ``Validation error: ...`` for a bad file list, content type,
+                size or option, before anything is uploaded.
+            AlreadyExistsError: the name is taken.
+            RuntimeError: the job failed, e.g. ``No readable text was found in 'scan.pdf'``.
+        """
+        self._check_open()
+        return await cloud_ingest.create_index_from_files(
+            self._cloud, name, files, model_id, parse_options
+        )
+
+    async def create_web_source(
+        self,
+        root_url: str,
+        index_name: str,
+        options: Union[CreateWebSourceOptions, Mapping[str, Any], None] = None,
+    ) -> CreateWebSourceResult:
+        """Crawl a website into an index, now and (optionally) on a cadence.
+
+        The first source of a new index creates the index. Up to 20 sources per index, each
+        root URL once per index. The crawl is a job (``result.job_id``; phases ``crawling``,
+        ``parsing_documents``, ``building_index``); it stays on the root's site, honours
+        robots.txt and the limits in ``options``. See docs/web-sources.md.
+
+        Raises:
+            InvalidArgumentError: a bad URL, index name or option; on ``moss serve``, a root
+                URL on a private network unless the server allows it.
+            AlreadyExistsError: the index already has a source with this root URL.
+        """
+        self._check_open()
+        return await cloud_ingest.create_web_source(self._cloud, root_url, index_name, options)
+
+    async def list_web_sources(self, index_name: str | None = None) -> list[WebSource]:
+        """The project's web sources (of one index if given), newest first."""
+        self._check_open()
+        return await cloud_ingest.list_web_sources(self._cloud, index_name)
+
+    async def get_web_source(self, source_id: str) -> WebSource:
+        """One web source. Unknown id: ``MossError`` code ``NOT_FOUND``."""
+        self._check_open()
+        return await cloud_ingest.get_web_source(self._cloud, source_id)
+
+    async def update_web_source(
+        self,
+        source_id: str,
+        options: Union[UpdateWebSourceOptions, Mapping[str, Any]],
+    ) -> UpdateWebSourceResult:
+        """Change a web source's settings; ``resync=True`` also starts a crawl (``job_id``).
+
+        Raises:
+            MossError: code ``CONFLICT`` when crawl settings change while it is crawling;
+                ``NOT_FOUND`` for an unknown source.
+        """
+        self._check_open()
+        return await cloud_ingest.update_web_source(self._cloud, source_id, options)
+
+    async def resync_web_source(self, source_id: str) -> ResyncWebSourceResult:
+        """Crawl a source again: only pages whose content changed are re-embedded.
+
+        Returns the crawl already queued or running, if there is one."""
+        self._check_open()
+        return await cloud_ingest.resync_web_source(self._cloud, source_id)
+
+    async def delete_web_source(self, source_id: str) -> DeleteWebSourceResult:
+        """Delete a source; ``purge_job_id`` removes its pages from the index, which is kept
+        (documents added otherwise, and other sources' pages, are untouched)."""
+        self._check_open()
+        return await cloud_ingest.delete_web_source(self._cloud, source_id)
 
     # -------------------------------------------------------------- loaded indexes
 

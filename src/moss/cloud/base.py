@@ -11,8 +11,15 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from ..sources import (
+    CreateWebSourceResult,
+    DeleteWebSourceResult,
+    ResyncWebSourceResult,
+    UpdateWebSourceResult,
+    WebSource,
+)
 from ..types import DocumentInfo, GetDocumentsOptions, IndexInfo
-from .wire import JobRecord
+from .wire import FilesUpload, JobRecord
 
 __all__ = ["Backend"]
 
@@ -59,6 +66,38 @@ class Backend(Protocol):
 
     def get_job(self, job_id: str, wait: float = 0.0) -> JobRecord:
         """A job's state; with ``wait`` > 0, returns early once it is finished."""
+        ...
+
+    def create_index_from_files(
+        self, name: str, model_id: str, parse_options: dict[str, Any], upload: FilesUpload
+    ) -> JobRecord:
+        """Start a job building a new index from uploaded files, parsed by the store."""
+        ...
+
+    def create_web_source(
+        self, root_url: str, index_name: str, options: dict[str, Any]
+    ) -> CreateWebSourceResult:
+        """Create a web source (and its index if new) and queue its first crawl."""
+        ...
+
+    def list_web_sources(self, index_name: str | None) -> list[WebSource]:
+        """The project's web sources (of one index if given), newest first."""
+        ...
+
+    def get_web_source(self, source_id: str) -> WebSource:
+        """One web source (``NOT_FOUND`` if unknown)."""
+        ...
+
+    def update_web_source(self, source_id: str, options: dict[str, Any]) -> UpdateWebSourceResult:
+        """Change a web source's settings (``CONFLICT`` while crawling), optionally resync."""
+        ...
+
+    def resync_web_source(self, source_id: str) -> ResyncWebSourceResult:
+        """Queue a crawl of a web source."""
+        ...
+
+    def delete_web_source(self, source_id: str) -> DeleteWebSourceResult:
+        """Delete a web source and queue the removal of its pages."""
         ...
 
     def close(self) -> None:

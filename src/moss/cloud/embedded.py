@@ -18,8 +18,16 @@ from typing import Any
 from ..errors import NOT_FOUND, MossError
 from ..server.catalog import JobRow
 from ..server.store import CATALOG_FILE, Store, acquire_store, job_status, release_store
+from ..sources import (
+    CreateWebSourceResult,
+    DeleteWebSourceResult,
+    ResyncWebSourceResult,
+    UpdateWebSourceResult,
+    WebSource,
+    check_source_id,
+)
 from ..types import DocumentInfo, GetDocumentsOptions, IndexInfo, validate_index_name
-from .wire import JobRecord
+from .wire import FilesUpload, JobRecord
 
 __all__ = ["EmbeddedBackend", "default_data_root"]
 
@@ -120,6 +128,49 @@ class EmbeddedBackend:
         if wait > 0:
             return _record(store.wait_job(self._project, job_id, wait))
         return _record(store.get_job(self._project, job_id))
+
+    def create_index_from_files(
+        self, name: str, model_id: str, parse_options: dict[str, Any], upload: FilesUpload
+    ) -> JobRecord:
+        store = self.store
+        params = {"model_id": model_id, "parse_options": parse_options}
+        job = store.begin(self._project, name, "files", params)
+        try:
+            with store.input_writer(job) as f:
+                for chunk in upload.chunks():
+                    f.write(chunk)
+        except BaseException as e:
+            store.abort(job, e)
+            raise
+        return _record(store.finish(job))
+
+    def _source_reader(self, source_id: str) -> Store:
+        store = self._open(create=False)
+        if store is None:
+            check_source_id(source_id)
+            raise MossError(f"web source {source_id!r} not found", code=NOT_FOUND)
+        return store
+
+    def create_web_source(
+        self, root_url: str, index_name: str, options: dict[str, Any]
+    ) -> CreateWebSourceResult:
+        return self.store.web.create(self._project, index_name, root_url, options)
+
+    def list_web_sources(self, index_name: str | None) -> list[WebSource]:
+        store = self._open(create=False)
+        return store.web.list(self._project, index_name) if store is not None else []
+
+    def get_web_source(self, source_id: str) -> WebSource:
+        return self._source_reader(source_id).web.get(self._project, source_id)
+
+    def update_web_source(self, source_id: str, options: dict[str, Any]) -> UpdateWebSourceResult:
+        return self._source_reader(source_id).web.update(self._project, source_id, options)
+
+    def resync_web_source(self, source_id: str) -> ResyncWebSourceResult:
+        return self._source_reader(source_id).web.resync(self._project, source_id)
+
+    def delete_web_source(self, source_id: str) -> DeleteWebSourceResult:
+        return self._source_reader(source_id).web.delete(self._project, source_id)
 
     def close(self) -> None:
         with self._lock:

@@ -21,8 +21,17 @@ from urllib.parse import quote
 import httpx
 
 from ..errors import DESERIALIZATION, NETWORK, UNAUTHORIZED, MossError
+from ..sources import (
+    CreateWebSourceResult,
+    DeleteWebSourceResult,
+    ResyncWebSourceResult,
+    UpdateWebSourceResult,
+    WebSource,
+    web_source_from_json,
+)
 from ..types import DocumentInfo, GetDocumentsOptions, IndexInfo
 from .wire import (
+    FilesUpload,
     JobRecord,
     docs_from_json,
     error_from_body,
@@ -59,6 +68,10 @@ def _path(name: str) -> str:
     # Dots are encoded too, so "." and ".." reach the server as names (and are rejected there)
     # instead of being resolved away as path segments.
     return "/v1/indexes/" + quote(name, safe="").replace(".", "%2E")
+
+
+def _source_path(source_id: str) -> str:
+    return "/v1/web-sources/" + quote(source_id, safe="")
 
 
 class HttpBackend:
@@ -209,6 +222,83 @@ class HttpBackend:
         if filled != len(buf):
             raise MossError(f"the download of index {name!r} was truncated", code=DESERIALIZATION)
         return version, buf
+
+    # -------------------------------------------------------------- files and web sources
+
+    def create_index_from_files(
+        self, name: str, model_id: str, parse_options: dict[str, Any], upload: FilesUpload
+    ) -> JobRecord:
+        params = {"model_id": model_id}
+        if parse_options:
+            params["parse_options"] = json.dumps(parse_options)
+        r = self._request(
+            "POST",
+            _path(name) + "/files",
+            params=params,
+            content=upload.chunks(),
+            headers={**_OCTET, "Content-Length": str(upload.size)},
+        )
+        return self._job(r)
+
+    def _post_json(self, method: str, url: str, body: Any) -> Any:
+        r = self._request(
+            method,
+            url,
+            content=json.dumps(body).encode("utf-8"),
+            headers={"Content-Type": "application/json"},
+        )
+        return self._json(r)
+
+    def _source(self, obj: Any, cls: type[WebSource] = WebSource, **extra: Any) -> Any:
+        try:
+            return web_source_from_json(obj, cls, **extra)
+        except (KeyError, TypeError, ValueError) as e:
+            raise MossError(
+                "the moss server sent a malformed web source", code=DESERIALIZATION, detail=str(e)
+            ) from e
+
+    def create_web_source(
+        self, root_url: str, index_name: str, options: dict[str, Any]
+    ) -> CreateWebSourceResult:
+        body = {"root_url": root_url, "index_name": index_name, "options": options}
+        obj = self._post_json("POST", "/v1/web-sources", body)
+        job_id = obj.get("job_id") if isinstance(obj, dict) else None
+        result: CreateWebSourceResult = self._source(obj, CreateWebSourceResult, job_id=job_id)
+        return result
+
+    def list_web_sources(self, index_name: str | None) -> list[WebSource]:
+        params = {"index_name": index_name} if index_name is not None else None
+        body = self._json(self._request("GET", "/v1/web-sources", params=params))
+        if not isinstance(body, list):
+            raise MossError("the moss server sent a malformed source list", code=DESERIALIZATION)
+        return [self._source(s) for s in body]
+
+    def get_web_source(self, source_id: str) -> WebSource:
+        source: WebSource = self._source(self._json(self._request("GET", _source_path(source_id))))
+        return source
+
+    def update_web_source(self, source_id: str, options: dict[str, Any]) -> UpdateWebSourceResult:
+        obj = self._post_json("PATCH", _source_path(source_id), options)
+        job_id = obj.get("job_id") if isinstance(obj, dict) else None
+        result: UpdateWebSourceResult = self._source(obj, UpdateWebSourceResult, job_id=job_id)
+        return result
+
+    def resync_web_source(self, source_id: str) -> ResyncWebSourceResult:
+        obj = self._json(self._request("POST", _source_path(source_id) + "/resync"))
+        try:
+            return ResyncWebSourceResult(str(obj["id"]), str(obj["job_id"]), str(obj["status"]))
+        except (KeyError, TypeError) as e:
+            raise MossError("the moss server sent a malformed reply", code=DESERIALIZATION) from e
+
+    def delete_web_source(self, source_id: str) -> DeleteWebSourceResult:
+        obj = self._json(self._request("DELETE", _source_path(source_id)))
+        try:
+            purge = obj.get("purge_job_id")
+            return DeleteWebSourceResult(
+                bool(obj["deleted"]), str(obj["id"]), str(purge) if purge else None
+            )
+        except (KeyError, TypeError, AttributeError) as e:
+            raise MossError("the moss server sent a malformed reply", code=DESERIALIZATION) from e
 
     def close(self) -> None:
         self._client.close()

@@ -9,12 +9,19 @@ Shared by the HTTP client, the server and the embedded backend so the three agre
 * **Records** (``IndexInfo``, job state, stored documents, ``get_docs`` options) are plain JSON.
 * **Errors** are ``{"error": {"code": ..., "message": ..., "detail": ...}}``; the client rebuilds
   the same exception class with :func:`moss.errors.error_from_code`.
+* **File uploads** (``create_index_from_files``) are one binary body: ``MOSSFILES\x01``, a
+  little-endian u32 header length, a JSON header ``{"files": [{"name", "content_type", "size"}]}``
+  and the files' bytes back to back (:class:`FilesUpload` streams it without holding the files in
+  memory; :func:`decode_files` slices it again).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+import stat
+import struct
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,13 +41,18 @@ from ..types import (
 )
 
 __all__ = [
+    "FILES_MAGIC",
+    "FileEntry",
+    "FilesUpload",
     "JobRecord",
     "decode_batch",
+    "decode_files",
     "docs_from_json",
     "docs_to_json",
     "encode_batch",
     "error_body",
     "error_from_body",
+    "file_entry",
     "index_from_json",
     "index_to_json",
     "job_from_json",
@@ -124,6 +136,133 @@ def decode_batch(blob: bytes | memoryview | Any) -> tuple[list[DocumentInfo], Sn
         for d, v in zip(docs, vecs):
             d.embedding = v
     return docs, data
+
+
+# ------------------------------------------------------------------------------ file uploads
+
+FILES_MAGIC = b"MOSSFILES\x01"
+_U32 = struct.Struct("<I")
+_MAX_HEADER = 1 << 20
+_READ_CHUNK = 4 << 20
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of an upload: its bytes in memory or a path to stream them from."""
+
+    name: str
+    content_type: str
+    size: int
+    data: bytes | None = None
+    path: str | None = None
+
+
+class FilesUpload:
+    """The body of a ``create_index_from_files`` upload, produced in chunks (see the module
+    docstring); files given by path are read while the body is sent."""
+
+    def __init__(self, entries: Sequence[FileEntry]) -> None:
+        self.entries = list(entries)
+        header = json.dumps(
+            {
+                "files": [
+                    {"name": e.name, "content_type": e.content_type, "size": e.size}
+                    for e in self.entries
+                ]
+            }
+        ).encode("utf-8")
+        self.header = FILES_MAGIC + _U32.pack(len(header)) + header
+        self.size = len(self.header) + sum(e.size for e in self.entries)
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body in pieces of at most a few MB.
+
+        Raises:
+            InvalidArgumentError: a file given by path cannot be read or changed size.
+        """
+        yield self.header
+        for e in self.entries:
+            if e.data is not None:
+                view = memoryview(e.data)
+                for start in range(0, len(view), _READ_CHUNK):
+                    yield bytes(view[start : start + _READ_CHUNK])
+                continue
+            assert e.path is not None
+            sent = 0
+            try:
+                with open(e.path, "rb") as f:
+                    while sent < e.size:
+                        piece = f.read(min(_READ_CHUNK, e.size - sent))
+                        if not piece:
+                            break
+                        sent += len(piece)
+                        yield piece
+            except OSError as err:
+                raise InvalidArgumentError(
+                    f"Validation error: cannot read file {e.name!r} at {e.path!r}: "
+                    f"{err.strerror or err}"
+                ) from None
+            if sent != e.size:
+                raise InvalidArgumentError(
+                    f"Validation error: file {e.name!r} changed size while it was uploaded"
+                )
+
+    def to_bytes(self) -> bytes:
+        """The whole body in memory (tests, small uploads)."""
+        return b"".join(self.chunks())
+
+
+def decode_files(blob: Any) -> list[tuple[str, str, memoryview]]:
+    """``(name, content_type, bytes)`` of every file in an upload body (views into ``blob``).
+
+    Raises:
+        MossError: code ``DESERIALIZATION`` if the body is not a well-formed upload.
+    """
+    view = memoryview(blob)
+    try:
+        if bytes(view[: len(FILES_MAGIC)]) != FILES_MAGIC:
+            raise ValueError("missing the MOSSFILES header")
+        start = len(FILES_MAGIC) + _U32.size
+        (length,) = _U32.unpack(view[len(FILES_MAGIC) : start])
+        if length > _MAX_HEADER or start + length > len(view):
+            raise ValueError("header length out of range")
+        header = json.loads(bytes(view[start : start + length]))
+        offset = start + length
+        out = []
+        for f in header["files"]:
+            name, ctype, size = f["name"], f["content_type"], f["size"]
+            if not isinstance(name, str) or not isinstance(ctype, str):
+                raise ValueError("file names and content types must be strings")
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise ValueError(f"bad size of file {name!r}")
+            if offset + size > len(view):
+                raise ValueError(f"file {name!r} is truncated")
+            out.append((name, ctype, view[offset : offset + size]))
+            offset += size
+        if offset != len(view):
+            raise ValueError("trailing bytes after the last file")
+        return out
+    except (ValueError, KeyError, TypeError, struct.error) as e:
+        raise MossError(
+            f"the file upload is malformed: {e}", code=DESERIALIZATION, detail=type(e).__name__
+        ) from e
+
+
+def file_entry(name: str, content_type: str, data: bytes | None, path: str | None) -> FileEntry:
+    """A :class:`FileEntry` with its size (``path`` is stat-ed; errors become
+    ``InvalidArgumentError``)."""
+    if data is not None:
+        return FileEntry(name, content_type, len(data), data=data)
+    assert path is not None
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise InvalidArgumentError(
+            f"Validation error: cannot read file {name!r} at {path!r}: {err.strerror or err}"
+        ) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidArgumentError(f"Validation error: {path!r} (file {name!r}) is not a file")
+    return FileEntry(name, content_type, st.st_size, path=path)
 
 
 # ------------------------------------------------------------------------------ JSON records

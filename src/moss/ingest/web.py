@@ -68,7 +68,6 @@ __all__ = [
     "check_public_url",
     "crawl",
     "normalize_url",
-    "page_documents",
     "path_allowed",
     "plan_sync",
 ]
@@ -534,26 +533,6 @@ def crawl(
 
 
 # ------------------------------------------------------------------------------ resync
-
-
-def page_documents(page: Page, source_id: str) -> list[DocumentInfo]:
-    """The chunks of one page: ids ``{url}#{n}``, metadata ``source`` (the URL), ``title``,
-    ``sha256`` and ``webSourceId``."""
-    from .documents import documents_from_bytes
-
-    docs: list[DocumentInfo] = documents_from_bytes(
-        page.data,
-        page.url,
-        content_type=page.content_type,
-        extra_metadata={"webSourceId": source_id},
-    )
-    for d in docs:
-        meta = dict(d.metadata or {})
-        meta["source"] = page.url
-        meta["sha256"] = page.sha256
-        meta["webSourceId"] = source_id
-        d.metadata = meta
-    return docs
 
 
 @dataclass

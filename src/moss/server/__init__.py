@@ -41,6 +41,7 @@ def serve(
     port: int = 7700,
     *,
     log_level: str = "info",
+    allow_private_crawl: bool | None = None,
 ) -> None:
     """Run the server on ``host:port`` until interrupted (blocking; uvicorn).
 
@@ -49,8 +50,10 @@ def serve(
         host: interface to bind; the default accepts local connections only.
         port: TCP port (0 picks a free one).
         log_level: uvicorn's log level.
+        allow_private_crawl: let web sources crawl private addresses (None: the
+            ``MOSS_ALLOW_PRIVATE_CRAWL`` environment variable).
     """
-    app = create_app(data_dir)
+    app = create_app(data_dir, allow_private_crawl=allow_private_crawl)
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

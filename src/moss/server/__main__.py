@@ -2,7 +2,7 @@
 
 ::
 
-    python -m moss.server --data DIR [--host 127.0.0.1] [--port 7700]
+    python -m moss.server --data DIR [--host 127.0.0.1] [--port 7700] [--allow-private-crawl]
     python -m moss.server create-project --data DIR [--name NAME]    # prints JSON
 """
 
@@ -31,8 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7700)
     p.add_argument("--log-level", default="warning")
+    p.add_argument(
+        "--allow-private-crawl",
+        action="store_true",
+        default=None,
+        help="let web sources crawl private, loopback and link-local addresses",
+    )
     ns = p.parse_args(args)
-    serve(ns.data, ns.host, ns.port, log_level=ns.log_level)
+    serve(
+        ns.data,
+        ns.host,
+        ns.port,
+        log_level=ns.log_level,
+        allow_private_crawl=ns.allow_private_crawl,
+    )
     return 0
 
 

@@ -23,7 +23,19 @@ Endpoints (also in ``/openapi.json``)::
     POST   /v1/indexes/{name}/docs            add documents (body: document batch) -> job
     POST   /v1/indexes/{name}/docs/delete     delete documents (JSON {"ids": [...]}) -> job
     POST   /v1/indexes/{name}/docs/query      get_docs (JSON options) -> documents
+    POST   /v1/indexes/{name}/files?model_id=&parse_options=   create from files (body: MOSSFILES
+                                              container, moss.cloud.wire) -> job
     GET    /v1/jobs/{job_id}?wait=SECONDS     job state (optionally long-polling until finished)
+    POST   /v1/web-sources                    create a web source (JSON) -> source + job_id
+    GET    /v1/web-sources?index_name=        list web sources, newest first
+    GET    /v1/web-sources/{id}               one web source
+    PATCH  /v1/web-sources/{id}               update (JSON options) -> source + job_id
+    DELETE /v1/web-sources/{id}               delete -> {deleted, id, purge_job_id}
+    POST   /v1/web-sources/{id}/resync        start a crawl -> {id, job_id, status}
+
+Web sources crawl from the server. Root URLs resolving to private, loopback or link-local
+addresses are refused unless the operator allows them (``allow_private_crawl=True``,
+``python -m moss.server --allow-private-crawl`` or ``MOSS_ALLOW_PRIVATE_CRAWL=1``).
 """
 
 from __future__ import annotations
@@ -64,6 +76,11 @@ from ..errors import (
     InvalidArgumentError,
     MossError,
 )
+from ..sources import (
+    CONFLICT,
+    check_source_id,
+    web_source_to_json,
+)
 from .catalog import JobRow
 from .openapi import openapi_document
 from .store import Store, job_status
@@ -78,12 +95,15 @@ DEFAULT_MAX_JSON_BYTES = 64 << 20
 _CHUNK = 4 << 20
 _MAX_WAIT_S = 30.0
 PROJECT_HEADER = "x-moss-project-id"
+ALLOW_PRIVATE_CRAWL_ENV = "MOSS_ALLOW_PRIVATE_CRAWL"
+_TRUE = ("1", "true", "yes", "on")
 
 _STATUS = {
     INVALID_ARGUMENT: 400,
     UNAUTHORIZED: 401,
     NOT_FOUND: 404,
     ALREADY_EXISTS: 409,
+    CONFLICT: 409,
     DESERIALIZATION: 422,
     MODEL_UNAVAILABLE: 503,
     INTERNAL: 500,
@@ -120,6 +140,7 @@ def create_app(
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_json_bytes: int = DEFAULT_MAX_JSON_BYTES,
+    allow_private_crawl: bool | None = None,
 ) -> Starlette:
     """The ASGI app serving the data directory ``data_dir`` (created if missing).
 
@@ -127,8 +148,12 @@ def create_app(
         data_dir: the store's directory (catalog, blobs).
         max_upload_bytes: largest accepted snapshot or document batch.
         max_json_bytes: largest accepted JSON body.
+        allow_private_crawl: let web sources crawl private/loopback/link-local addresses
+            (None: the ``MOSS_ALLOW_PRIVATE_CRAWL`` environment variable, ``1`` to allow).
     """
-    store = Store(data_dir)
+    if allow_private_crawl is None:
+        allow_private_crawl = os.environ.get(ALLOW_PRIVATE_CRAWL_ENV, "").lower() in _TRUE
+    store = Store(data_dir, allow_private_crawl=allow_private_crawl)
     changes: list[_Changes] = []
 
     def listener() -> None:
@@ -233,11 +258,57 @@ def create_app(
                 await call(store.abort, job, e)
                 raise
             return job_json(await call(store.finish, job))
+        if sub == ("files",) and method == "POST":
+            params = {
+                "model_id": request.query_params.get("model_id"),
+                "parse_options": _json_param(request.query_params.get("parse_options")),
+            }
+            job = await call(store.begin, project, name, "files", params)
+            return job_json(await upload(request, job))
         if sub == ("docs", "query") and method == "POST":
             options = options_from_json(await read_json(request))
             docs = await call(store.get_docs, project, name, options)
             return JSONResponse(docs_to_json(docs))
         raise MossError(f"no such endpoint: {method} {request.url.path}", code=NOT_FOUND)
+
+    async def web_sources(request: Request) -> Response:
+        project = await authenticate(request)
+        if request.method == "GET":
+            index_name = request.query_params.get("index_name")
+            found = await call(store.web.list, project, index_name)
+            return JSONResponse([web_source_to_json(s) for s in found])
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise InvalidArgumentError("the request body must be a JSON object")
+        options = body.get("options") or {}
+        if not isinstance(options, dict):
+            raise InvalidArgumentError("options must be a JSON object")
+        created = await call(
+            store.web.create, project, body.get("index_name"), body.get("root_url"), options
+        )
+        return JSONResponse({**web_source_to_json(created), "job_id": created.job_id})
+
+    async def web_source(request: Request) -> Response:
+        project = await authenticate(request)
+        source_id = check_source_id(request.path_params["source_id"])
+        if request.method == "GET":
+            return JSONResponse(web_source_to_json(await call(store.web.get, project, source_id)))
+        if request.method == "DELETE":
+            gone = await call(store.web.delete, project, source_id)
+            return JSONResponse(
+                {"deleted": gone.deleted, "id": gone.id, "purge_job_id": gone.purge_job_id}
+            )
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise InvalidArgumentError("the request body must be a JSON object of options")
+        updated = await call(store.web.update, project, source_id, body)
+        return JSONResponse({**web_source_to_json(updated), "job_id": updated.job_id})
+
+    async def resync_web_source(request: Request) -> Response:
+        project = await authenticate(request)
+        source_id = check_source_id(request.path_params["source_id"])
+        started = await call(store.web.resync, project, source_id)
+        return JSONResponse({"id": started.id, "job_id": started.job_id, "status": started.status})
 
     async def download(request: Request, project: str, name: str) -> Response:
         tag = request.headers.get("if-none-match")
@@ -285,6 +356,9 @@ def create_app(
             Route("/healthz", health, methods=["GET"]),
             Route("/v1/indexes", list_indexes, methods=["GET"]),
             Route("/v1/jobs/{job_id}", job, methods=["GET"]),
+            Route("/v1/web-sources", web_sources, methods=["GET", "POST"]),
+            Route("/v1/web-sources/{source_id}", web_source, methods=["GET", "PATCH", "DELETE"]),
+            Route("/v1/web-sources/{source_id}/resync", resync_web_source, methods=["POST"]),
             Route(
                 "/v1/indexes/{rest:path}", index_resource, methods=["GET", "POST", "PUT", "DELETE"]
             ),
@@ -312,6 +386,16 @@ def _split(request: Request) -> tuple[str, tuple[str, ...]]:
     except UnicodeDecodeError:
         raise InvalidArgumentError("index name is not valid UTF-8") from None
     return name, tuple(parts[1:])
+
+
+def _json_param(value: str | None) -> Any:
+    """A JSON-encoded query parameter (None when absent)."""
+    if value is None or value == "":
+        return None
+    try:
+        return json.loads(value)
+    except ValueError as e:
+        raise InvalidArgumentError(f"a query parameter is not valid JSON: {e}") from None
 
 
 async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:

@@ -581,7 +581,7 @@ def _fail(cur: sqlite3.Cursor, job_id: str, error: str, now: str) -> None:
         "completed_at = ? WHERE id = ?",
         (error, now, now, job_id),
     )
-    if kind == "create":  # an index whose first build failed is Failed, not Building forever
+    if kind in ("create", "files", "crawl"):  # a first build that failed: Failed, not Building
         cur.execute(
             "UPDATE indexes SET status = 'Failed', updated_at = ? WHERE id = ? AND version IS NULL",
             (now, index_id),

@@ -37,6 +37,7 @@ from ..engine import CUSTOM, Engine
 from ..errors import MossError
 from ..snapshot import SnapshotData, pack, unpack
 from ..types import DocumentInfo
+from . import ingest_jobs
 from .catalog import JobRow, VersionInfo
 from .storage import new_key
 
@@ -98,6 +99,7 @@ class JobRunner:
         self._drain = True
         self._aborting = False  # set by abort(): the running job stops at its next progress report
         self._cache: OrderedDict[str, _Loaded] = OrderedDict()  # index id -> latest version
+        self._side: set[threading.Thread] = set()  # crawl jobs running on their own threads
 
     def wake(self) -> None:
         """Signal new work, starting the thread if it is not running."""
@@ -164,6 +166,10 @@ class JobRunner:
             log.exception("moss job runner stopped unexpectedly")
         finally:
             with self._lock:
+                side = list(self._side)
+            for thread in side:  # crawls on their own threads finish (or abort) first
+                thread.join()
+            with self._lock:
                 self._running = False
             if store._closed:
                 store._finalize()
@@ -174,10 +180,43 @@ class JobRunner:
             self.store.collect(orphans=True)
         except Exception:
             log.exception("moss store maintenance failed")
+        try:
+            self.store.web.enqueue_due()
+        except Exception:
+            log.exception("moss web source scheduling failed")
 
     # -------------------------------------------------------------- one job
 
     def _execute(self, job: JobRow) -> None:
+        if job.kind == "crawl":
+            # A crawl waits on the network for minutes: it runs on a thread of its own, so the
+            # jobs of other indexes go on meanwhile. The claim rule still holds back this index's
+            # later jobs until the crawl's job is finished.
+            thread = threading.Thread(
+                target=self._run_job, args=(job,), name=f"moss-crawl-{job.id[:8]}", daemon=True
+            )
+            with self._lock:
+                self._side.add(thread)
+            thread.start()
+            return
+        self._run_job(job)
+
+    def should_stop(self) -> bool:
+        """Whether a long job (a crawl) should give up now (interpreter exit)."""
+        return self._aborting
+
+    def loaded(
+        self, version: str | None, engine: Engine, model_id: str, model: dict[str, str] | None
+    ) -> _Loaded:
+        """An index version held in memory (for :mod:`moss.server.ingest_jobs`)."""
+        return _Loaded(version, engine, model_id, model)
+
+    def read_version(self, key: str) -> _Loaded:
+        """Decode a version blob, bypassing the cache (safe from a crawl's own thread)."""
+        engine, data = load_engine(self.store.blobs.read(key))
+        return _Loaded(key, engine, data.model_id, data.model)
+
+    def _run_job(self, job: JobRow) -> None:
         store = self.store
         last = [0.0]
 
@@ -194,6 +233,8 @@ class JobRunner:
                 self._push(job, progress)
             elif job.kind == "delete":
                 self._delete(job, progress)
+            elif job.kind in ("files", "crawl", "purge"):
+                ingest_jobs.run(self, job, progress)
             else:
                 self._upsert(job, progress)
         except MossError as e:
@@ -209,6 +250,10 @@ class JobRunner:
             except Exception:
                 log.exception("moss garbage collection failed")
             store.notify()
+            if job.kind == "crawl":
+                with self._lock:
+                    self._side.discard(threading.current_thread())
+                self.wake()  # the index's next job may run now
 
     def _fail(self, job: JobRow, message: str) -> None:
         if job.index_id is not None:
@@ -224,8 +269,10 @@ class JobRunner:
         *,
         blob_from: str | None = None,
         snapshot: SnapshotData | None = None,
+        cache: bool = True,
     ) -> None:
-        """Write the new version (or adopt the uploaded blob ``blob_from``) and switch to it."""
+        """Write the new version (or adopt the uploaded blob ``blob_from``) and switch to it
+        (``cache=False`` from a crawl's own thread: the cache belongs to the runner thread)."""
         store = self.store
         key = new_key("versions")
         index_id = job.index_id or secrets.token_hex(16)
@@ -250,7 +297,7 @@ class JobRunner:
         )
         store.catalog.commit(job, base.version if base is not None else None, info)
         row = store.catalog.get_index(job.project_id, job.index_name)
-        if row is not None:
+        if row is not None and cache:
             self._cache[row.id] = dataclasses.replace(new, version=key)
             self._cache.move_to_end(row.id)
             while len(self._cache) > _CACHE_SIZE:

@@ -52,6 +52,15 @@ _NAME = {
 }
 
 
+_SOURCE = {
+    "name": "source_id",
+    "in": "path",
+    "required": True,
+    "description": "Web source id (ws_...)",
+    "schema": {"type": "string"},
+}
+
+
 def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"summary": summary, "responses": {**responses, **_ERRORS}, **extra}
 
@@ -86,6 +95,7 @@ def openapi_document() -> dict[str, Any]:
                                         "INVALID_ARGUMENT",
                                         "NOT_FOUND",
                                         "ALREADY_EXISTS",
+                                        "CONFLICT",
                                         "UNAUTHORIZED",
                                         "DESERIALIZATION",
                                         "MODEL_UNAVAILABLE",
@@ -165,6 +175,91 @@ def openapi_document() -> dict[str, Any]:
                         "group_by": {"type": ["object", "null"]},
                     },
                 },
+                "WebSourceOptions": {
+                    "type": "object",
+                    "description": "Crawl settings; omitted fields keep their default (create) "
+                    "or current value (update). Update also takes resync and refresh_cadence "
+                    "'manual'.",
+                    "properties": {
+                        "max_pages": {"type": "integer", "minimum": 1, "maximum": 5000},
+                        "max_depth": {"type": "integer", "minimum": 0, "maximum": 10},
+                        "max_documents": {"type": "integer", "minimum": 1, "maximum": 50000},
+                        "include_paths": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "maxItems": 50,
+                        },
+                        "exclude_paths": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "maxItems": 50,
+                        },
+                        "respect_robots": {"type": "boolean"},
+                        "parse_documents": {"type": "boolean"},
+                        "refresh_cadence": {"enum": ["daily", "weekly", "manual", None]},
+                        "model_id": {"type": "string"},
+                        "resync": {"type": "boolean"},
+                    },
+                },
+                "CreateWebSource": {
+                    "type": "object",
+                    "properties": {
+                        "root_url": {"type": "string", "format": "uri"},
+                        "index_name": {"type": "string"},
+                        "options": {"$ref": "#/components/schemas/WebSourceOptions"},
+                    },
+                    "required": ["root_url", "index_name"],
+                },
+                "WebSource": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "index_name": {"type": "string"},
+                        "root_url": {"type": "string"},
+                        "max_pages": {"type": "integer"},
+                        "max_documents": {"type": "integer"},
+                        "max_depth": {"type": "integer"},
+                        "include_paths": {"type": "array", "items": {"type": "string"}},
+                        "exclude_paths": {"type": "array", "items": {"type": "string"}},
+                        "respect_robots": {"type": "boolean"},
+                        "parse_documents": {"type": "boolean"},
+                        "refresh_cadence": {"enum": ["daily", "weekly", "manual"]},
+                        "next_refresh_at": {"type": ["string", "null"]},
+                        "status": {"enum": ["crawling", "idle", "failed", "removing"]},
+                        "last_crawled_at": {"type": ["string", "null"]},
+                        "last_page_count": {"type": "integer"},
+                        "last_doc_count": {"type": "integer"},
+                        "last_error_code": {"type": ["string", "null"]},
+                        "last_error": {"type": ["string", "null"]},
+                        "last_stats": {"type": ["object", "null"]},
+                        "created_at": {"type": "string"},
+                        "updated_at": {"type": "string"},
+                        "job_id": {
+                            "type": ["string", "null"],
+                            "description": "create and update only: the crawl started",
+                        },
+                    },
+                },
+                "WebSourceList": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/WebSource"},
+                },
+                "ResyncResult": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "job_id": {"type": "string"},
+                        "status": {"type": "string"},
+                    },
+                },
+                "DeleteWebSourceResult": {
+                    "type": "object",
+                    "properties": {
+                        "deleted": {"type": "boolean"},
+                        "id": {"type": "string"},
+                        "purge_job_id": {"type": ["string", "null"]},
+                    },
+                },
                 "DeleteDocs": {
                     "type": "object",
                     "properties": {"ids": {"type": "array", "items": {"type": "string"}}},
@@ -238,6 +333,83 @@ def openapi_document() -> dict[str, Any]:
                     "Read stored documents (no embeddings)",
                     {"200": _ok("DocumentList")},
                     requestBody={"required": False, "content": _json("GetDocumentsOptions")},
+                ),
+            },
+            "/v1/indexes/{name}/files": {
+                "parameters": [_NAME],
+                "post": _op(
+                    "Create an index from files (PDF, DOCX, Markdown, text, HTML), parsed on the "
+                    "server (a job)",
+                    {**job, "409": {"description": "ALREADY_EXISTS", "content": _json("Error")}},
+                    parameters=[
+                        {
+                            "name": "model_id",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "parse_options",
+                            "in": "query",
+                            "required": False,
+                            "description": "ParseOptions as JSON",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    requestBody={
+                        "required": True,
+                        "description": "MOSSFILES\\x01, u32 LE header length, JSON header "
+                        '{"files": [{"name", "content_type", "size"}]}, then the files\' bytes',
+                        "content": _BINARY,
+                    },
+                ),
+            },
+            "/v1/web-sources": {
+                "get": _op(
+                    "List web sources, newest first",
+                    {"200": _ok("WebSourceList")},
+                    parameters=[
+                        {
+                            "name": "index_name",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                ),
+                "post": _op(
+                    "Create a web source (and its index if new); starts its first crawl",
+                    {
+                        "200": _ok("WebSource", "The source, with job_id"),
+                        "409": {"description": "ALREADY_EXISTS", "content": _json("Error")},
+                    },
+                    requestBody={"required": True, "content": _json("CreateWebSource")},
+                ),
+            },
+            "/v1/web-sources/{source_id}": {
+                "parameters": [_SOURCE],
+                "get": _op("One web source", {"200": _ok("WebSource")}),
+                "patch": _op(
+                    "Update a web source's settings (resync: true starts a crawl)",
+                    {
+                        "200": _ok("WebSource", "The source, with job_id"),
+                        "409": {
+                            "description": "CONFLICT (crawl settings change while crawling)",
+                            "content": _json("Error"),
+                        },
+                    },
+                    requestBody={"required": True, "content": _json("WebSourceOptions")},
+                ),
+                "delete": _op(
+                    "Delete a web source; a job removes its pages (the index is kept)",
+                    {"200": _ok("DeleteWebSourceResult")},
+                ),
+            },
+            "/v1/web-sources/{source_id}/resync": {
+                "parameters": [_SOURCE],
+                "post": _op(
+                    "Crawl again (returns the queued crawl if one is pending)",
+                    {"200": _ok("ResyncResult")},
                 ),
             },
             "/v1/jobs/{job_id}": {

@@ -10,7 +10,8 @@ A :class:`Store` is one data directory::
 The embedded backend and the HTTP server call the same methods, so both behave identically. Every
 method takes the ``project_id`` it acts for and never touches another project's rows.
 
-**Jobs** (``create``, ``add``, ``delete``, ``push``) are submitted in three steps — :meth:`begin`
+**Jobs** (``create``, ``add``, ``delete``, ``push``, ``files``; ``crawl`` and ``purge`` are queued
+by :mod:`moss.server.websources`) are submitted in three steps — :meth:`begin`
 (checks, job row in ``uploading``), writing the input blob, :meth:`finish` (validation, then
 ``building``/``queued``) — and run by this store's :class:`~moss.server.jobs.JobRunner` thread. Each
 job belongs to the process that accepted it (its *owner*); when a process dies its lock file is
@@ -61,12 +62,13 @@ from ..types import (
 )
 from .catalog import IndexRow, JobRow, SqliteCatalog
 from .storage import FileBlobStore
+from .websources import WebSources
 
 __all__ = ["CATALOG_FILE", "Store", "acquire_store", "create_project", "release_store"]
 
 log = logging.getLogger(__name__)
 
-KINDS = ("create", "add", "delete", "push")
+KINDS = ("create", "add", "delete", "push", "files", "crawl", "purge")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 EMBEDDED_IDLE_EXIT_S = 5.0
 CATALOG_FILE = "catalog.sqlite3"
@@ -170,6 +172,7 @@ class Store:
         *,
         run_jobs: bool = True,
         idle_exit_s: float | None = None,
+        allow_private_crawl: bool = False,
     ) -> None:
         from .jobs import JobRunner
 
@@ -194,6 +197,10 @@ class Store:
         self.blobs.remove_temporaries()
         self.collect(orphans=True)
         self.runner = JobRunner(self, idle_exit_s=idle_exit_s) if run_jobs else None
+        self.allow_private_crawl = allow_private_crawl  # web sources may crawl private addresses
+        self.web = WebSources(self)
+        if run_jobs:
+            self.web.enqueue_due()  # scheduled crawls that fell due while no process ran them
         if self.runner is not None and idle_exit_s is None:
             self.runner.start()
 
@@ -308,6 +315,7 @@ class Store:
         validate_index_name(name)
         if self.catalog.delete_index(project_id, name) is None:
             raise MossError(f"index {name!r} not found", code=NOT_FOUND)
+        self.web.forget_index(project_id, name)
         self.collect()
         return True
 
@@ -384,11 +392,11 @@ class Store:
     ) -> JobRow:
         """Check a submission up front and create its job (status ``uploading``)."""
         validate_index_name(name)
-        if kind not in KINDS:
+        if kind not in KINDS or kind in ("crawl", "purge"):  # those two are queued internally
             raise InvalidArgumentError(f"unknown job kind {kind!r}")
         params = dict(params or {})
         index_id = None
-        if kind == "create":
+        if kind in ("create", "files"):
             check_model_id(params.get("model_id"))
             if self.catalog.get_index(project_id, name) is not None:
                 raise AlreadyExistsError(f"index {name!r} already exists")
@@ -448,6 +456,10 @@ class Store:
         from ..snapshot import unpack
 
         blob = self.blobs.read(key)
+        if job.kind == "files":
+            from .ingest_jobs import validate_files
+
+            return validate_files(self, job, blob)
         if job.kind == "delete":
             try:
                 ids = json.loads(bytes(blob))["ids"]
@@ -560,7 +572,7 @@ def acquire_store(root: str | os.PathLike[str]) -> Store:
         store = _stores.get(key)
         if store is None:
             # In a client process the runner thread only lives while there is work.
-            store = Store(key, idle_exit_s=EMBEDDED_IDLE_EXIT_S)
+            store = Store(key, idle_exit_s=EMBEDDED_IDLE_EXIT_S, allow_private_crawl=True)
             _stores[key] = store
         store._refs += 1
         return store

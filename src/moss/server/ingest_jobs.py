@@ -1,0 +1,294 @@
+"""The store jobs that read documents from outside: ``files``, ``crawl`` and ``purge``.
+
+They run where the index is built (the embedded store in process, or ``moss serve``), like the
+other jobs, and follow the runner's rules: the new index is built in memory, written as a new
+version and committed in one transaction, so a failure leaves the index exactly as it was.
+
+* ``files`` (``create_index_from_files``): the uploaded container (:func:`moss.cloud.wire.
+  decode_files`) is checked when the upload completes (:func:`validate_files`: the same checks as
+  the client), then each file is parsed by :mod:`moss.ingest` into ``{name}#{n}`` chunks (phase
+  ``parsing``), embedded (``generating_embeddings``) and built (``building_index``). A file that
+  yields no text fails the job with ``No readable text was found in '<name>'``.
+* ``crawl``: crawls the source's site (phase ``crawling``), diffs the pages against the chunks
+  the source indexed before (:func:`moss.ingest.web.plan_sync`; ``parsing_documents``), embeds
+  only new and changed pages and commits; a crawl that changes nothing completes without writing
+  a version. It runs on a thread of its own (see :class:`~moss.server.jobs.JobRunner`), so it
+  reads the index from its blob and never touches the runner's cache.
+* ``purge``: removes a deleted source's chunks, then the source's row.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..engine import CUSTOM, Engine
+from ..errors import InvalidArgumentError, MossError
+from ..sources import check_file_specs, check_files_model_id, check_parse_options
+from ..types import DocumentInfo, GetDocumentsOptions
+from .catalog import JobRow
+
+if TYPE_CHECKING:
+    from ..ingest import web
+    from .jobs import JobRunner, _Loaded
+    from .store import Store
+
+__all__ = ["file_documents", "run", "strip_page_furniture", "validate_files"]
+
+log = logging.getLogger(__name__)
+Progress = Callable[[float, str], None]
+
+
+def validate_files(store: Store, job: JobRow, blob: Any) -> tuple[int, str]:
+    """Check an uploaded ``files`` container and reserve the new index; ``(files, index id)``."""
+    import secrets
+
+    from ..cloud.wire import decode_files
+
+    files = decode_files(blob)
+    check_file_specs([(name, ctype, len(data)) for name, ctype, data in files])
+    check_parse_options(job.params.get("parse_options") or None)
+    model = check_files_model_id(job.params.get("model_id"))
+    from ..embedding import get_embedder
+
+    get_embedder(model)  # MODEL_UNAVAILABLE now rather than as a failed job
+    index_id = secrets.token_hex(16)
+    store.catalog.reserve_index(job.project_id, job.index_name, index_id, model, None)
+    return len(files), index_id
+
+
+_PAGE_NUMBER = re.compile(
+    r"^(?:page\s*)?[-–—(\[]?\s*\d{1,5}\s*[-–—)\]]?(?:\s*(?:of|/)\s*\d{1,5})?$", re.IGNORECASE
+)
+_DIGITS = re.compile(r"\d+")
+_EDGE = 3  # lines at the top and at the bottom of a page where headers and footers live
+
+
+def strip_page_furniture(pages: Sequence[str]) -> list[str]:
+    """Drop running headers, footers and page numbers from the pages of a PDF.
+
+    A line among the first or last three non-blank lines of a page is dropped when it is a bare
+    page number (``7``, ``- 7 -``, ``Page 7 of 9``), or when the same line (digits ignored, so
+    ``Report 2024, page 3`` matches ``..., page 4``) sits in that zone on more than half of the
+    pages (on both, for a two-page document). Text in the middle of a page is never touched.
+
+    >>> strip_page_furniture(["ACME\\nIntro text\\n1", "ACME\\nMore text\\n2"])
+    ['Intro text', 'More text']
+    """
+    split = [[line.strip() for line in p.split("\n")] for p in pages]
+    zones: list[set[int]] = []
+    counts: dict[str, int] = {}
+    for lines in split:
+        filled = [i for i, line in enumerate(lines) if line]
+        zone = set(filled[:_EDGE] + filled[-_EDGE:])
+        zones.append(zone)
+        for key in {_DIGITS.sub("#", " ".join(lines[i].split()).lower()) for i in zone}:
+            counts[key] = counts.get(key, 0) + 1
+    need = len(pages) // 2 + 1
+    repeated = {k for k, c in counts.items() if len(pages) >= 2 and c >= need}
+    out = []
+    for lines, zone in zip(split, zones):
+        kept = [
+            line
+            for i, line in enumerate(lines)
+            if i not in zone
+            or not (
+                _PAGE_NUMBER.match(line)
+                or _DIGITS.sub("#", " ".join(line.split()).lower()) in repeated
+            )
+        ]
+        out.append("\n".join(kept).strip("\n"))
+    return out
+
+
+def file_documents(
+    data: bytes,
+    name: str,
+    content_type: str,
+    options: dict[str, Any] | None = None,
+    extra_metadata: dict[str, str] | None = None,
+) -> list[DocumentInfo]:
+    """The chunks of one file (ids ``{name}#{n}``), as :func:`moss.ingest.documents.
+    documents_from_bytes` makes them, except that a PDF loses its page furniture
+    (:func:`strip_page_furniture`) and, with ``segmentation_method="page_by_page"``, is chunked
+    page by page (no chunk spans two pages).
+
+    Raises:
+        InvalidArgumentError: the file cannot be parsed, or has no readable text.
+    """
+    from ..ingest.documents import documents_from_bytes, sha256_hex
+    from ..ingest.parsers import kind_for, parse_bytes
+
+    if kind_for(name, content_type) != "pdf":
+        docs: list[DocumentInfo] = documents_from_bytes(
+            data, name, content_type=content_type, extra_metadata=extra_metadata
+        )
+    else:
+        from ..chunking import chunk_text
+        from ..types import Chunking
+
+        parsed = parse_bytes(data, name, content_type)
+        pages = [p for p in strip_page_furniture(parsed.pages) if p.strip()]
+        by_page = (options or {}).get("segmentation_method") == "page_by_page"
+        texts = pages if by_page else ["\n\n".join(pages)]
+        chunks = [c for t in texts for c in chunk_text(t, Chunking(), markdown=False)]
+        meta: dict[str, str] = dict(parsed.metadata)
+        if parsed.title:
+            meta["title"] = parsed.title
+        meta.update(extra_metadata or {})
+        meta.update(parentId=name, source=name, sha256=sha256_hex(data))
+        docs = [DocumentInfo(f"{name}#{n}", c, dict(meta)) for n, c in enumerate(chunks)]
+    if not any(d.text.strip() for d in docs):
+        raise InvalidArgumentError(
+            f"No readable text was found in {name!r} (mosslite reads the text layer only; "
+            "scanned pages would need OCR)"
+        )
+    return docs
+
+
+def run(runner: JobRunner, job: JobRow, progress: Progress) -> None:
+    """Execute a ``files``, ``crawl`` or ``purge`` job (errors propagate to the runner)."""
+    if job.kind == "files":
+        _files(runner, job, progress)
+    elif job.kind == "crawl":
+        _crawl(runner, job, progress)
+    else:
+        _purge(runner, job, progress)
+
+
+def _new_target(runner: JobRunner, model_id: str) -> _Loaded:
+    return runner.loaded(None, Engine(CUSTOM, None), model_id, None)
+
+
+def _files(runner: JobRunner, job: JobRow, progress: Progress) -> None:
+    from ..cloud.wire import decode_files
+
+    assert job.input_key is not None
+    files = decode_files(runner.store.blobs.read(job.input_key))
+    options = check_parse_options(job.params.get("parse_options") or None)
+    docs: list[DocumentInfo] = []
+    for i, (name, ctype, data) in enumerate(files):
+        progress(2 + 8 * i / len(files), "parsing")
+        docs.extend(file_documents(bytes(data), name, ctype, options))
+    progress(10, "parsing_complete")
+    target = runner._embed(_new_target(runner, str(job.params["model_id"])), docs, progress)
+    progress(80, "building_index")
+    target.engine.add_documents(docs)
+    runner._commit(job, progress, None, target, snapshot=runner._snapshot(job, target))
+
+
+def _base(runner: JobRunner, job: JobRow, progress: Progress) -> _Loaded:
+    """The index's current version, read from its blob (a crawl thread leaves the cache alone)."""
+    store = runner.store
+    row = store.catalog.get_index(job.project_id, job.index_name)
+    if row is None or row.id != job.index_id:
+        raise MossError(
+            f"index {job.index_name!r} was deleted before the job ran", code="NOT_FOUND"
+        )
+    if row.version is None:  # never built (a new web source's index): start empty
+        return runner.loaded(None, Engine(CUSTOM, row.dimension), row.model_id, None)
+    progress(45, "downloading")
+    return runner.read_version(row.version)
+
+
+def _source_docs(engine: Engine, source_id: str) -> list[DocumentInfo]:
+    flt = {"field": "webSourceId", "condition": {"$eq": source_id}}
+    return engine.get_documents(GetDocumentsOptions(filter=flt))
+
+
+def _crawl(runner: JobRunner, job: JobRow, progress: Progress) -> None:
+    from ..ingest.web import CrawlError, CrawlSettings, crawl, plan_sync
+
+    store = runner.store
+    source = store.web.source_of(job)
+    if source is None or source.status == "removing":  # deleted after the crawl was queued
+        store.web.complete_unchanged(job)
+        return
+    try:
+        progress(1, "crawling")
+        settings = CrawlSettings(
+            root_url=source.root_url,
+            max_pages=source.max_pages,
+            max_depth=source.max_depth,
+            include_paths=tuple(source.include_paths),
+            exclude_paths=tuple(source.exclude_paths),
+            respect_robots=source.respect_robots,
+            parse_documents=source.parse_documents,
+            allow_private=store.allow_private_crawl,
+        )
+        result = crawl(
+            settings,
+            progress=lambda done, total: progress(1 + 40 * done / max(total, 1), "crawling"),
+            should_stop=runner.should_stop,
+        )
+        if not result.pages:
+            raise CrawlError(
+                f"the crawl of {source.root_url} found no page to index "
+                f"({result.skipped} skipped, {len(result.unreachable)} unreachable)",
+                code="NO_PAGES",
+            )
+        base = _base(runner, job, progress)
+        engine = base.engine
+
+        def owners(ids: list[str]) -> dict[str, str | None]:
+            found = engine.get_documents(GetDocumentsOptions(doc_ids=ids))
+            return {d.id: (d.metadata or {}).get("webSourceId") for d in found}
+
+        plan = plan_sync(
+            source.id,
+            _source_docs(engine, source.id),
+            result,
+            max_documents=source.max_documents,
+            to_documents=lambda page: _page_documents(page, source.id),
+            owners=owners,
+            progress=lambda i, n: progress(48 + 7 * i / max(n, 1), "parsing_documents"),
+        )
+        if not plan.add and not plan.delete and base.version is not None:
+            store.web.complete_unchanged(job)
+        else:
+            if plan.delete:
+                engine.delete(plan.delete)
+            target = runner._embed(base, plan.add, progress) if plan.add else base
+            progress(80, "building_index")
+            if plan.add:
+                target.engine.add_documents(plan.add)
+            snapshot = runner._snapshot(job, target)
+            runner._commit(job, progress, base, target, snapshot=snapshot, cache=False)
+    except MossError as e:
+        store.web.crawl_failed(source.id, job.id, e.code or "INTERNAL", e.message)
+        raise
+    except Exception as e:
+        if runner.should_stop():  # the runner's interruption at interpreter exit
+            store.web.crawl_failed(source.id, job.id, "INTERRUPTED", "the crawl was interrupted")
+        else:
+            message = f"internal error ({type(e).__name__})"
+            store.web.crawl_failed(source.id, job.id, "INTERNAL", message)
+        raise
+    store.web.crawl_done(source.id, job.id, plan.page_count, plan.doc_count, plan.stats)
+
+
+def _page_documents(page: web.Page, source_id: str) -> list[DocumentInfo]:
+    """The chunks of a crawled page: ``{url}#{n}`` with ``source``, ``title``, ``sha256`` and
+    ``webSourceId`` metadata (a page without text yields none rather than an error)."""
+    try:
+        return file_documents(
+            page.data, page.url, page.content_type, None, {"webSourceId": source_id}
+        )
+    except MossError:  # unreadable, or a PDF/DOCX without the parsers extra: skipped
+        return []
+
+
+def _purge(runner: JobRunner, job: JobRow, progress: Progress) -> None:
+    store = runner.store
+    source_id = str(job.params.get("source_id"))
+    base = runner._base(job, progress)
+    ids = [d.id for d in _source_docs(base.engine, source_id)]
+    if ids:
+        progress(50, "building_index")
+        base.engine.delete(ids)
+        runner._commit(job, progress, base, base, snapshot=runner._snapshot(job, base))
+    else:
+        store.web.complete_unchanged(job)
+    store.web.purge_done(source_id)
