@@ -165,7 +165,8 @@ def normalize_url(url: str, base: str | None = None) -> str | None:
         host = f"[{host}]"
     if port is not None and port != (443 if scheme == "https" else 80):
         host = f"{host}:{port}"
-    return urlunsplit((scheme, host, parts.path or "/", parts.query, ""))
+    path = urlsplit(urljoin("http://h/", parts.path or "/")).path  # resolve ./ and ../
+    return urlunsplit((scheme, host, path, parts.query, ""))
 
 
 def _origin(url: str) -> str:
