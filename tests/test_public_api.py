@@ -15,6 +15,10 @@ CONTRACT = {
     "ModelRef", "IndexStatus", "IndexStatusValues", "JobStatus", "JobPhase", "JobProgress",
     "JobStatusResponse", "LoadIndexesResult", "MossError", "InvalidArgumentError",
     "AlreadyExistsError", "__version__",
+    # create_index_from_files and web sources (moss.sources)
+    "ParseFileInput", "ParseOptions", "WebSource", "CrawlStats", "CreateWebSourceOptions",
+    "CreateWebSourceResult", "UpdateWebSourceOptions", "UpdateWebSourceResult",
+    "ResyncWebSourceResult", "DeleteWebSourceResult",
 }  # fmt: skip
 
 

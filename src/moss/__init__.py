@@ -23,6 +23,18 @@ if _typing.TYPE_CHECKING:
     from .errors import AlreadyExistsError, InvalidArgumentError, MossError
     from .jobs import JobHandle
     from .session import SessionIndex
+    from .sources import (
+        CrawlStats,
+        CreateWebSourceOptions,
+        CreateWebSourceResult,
+        DeleteWebSourceResult,
+        ParseFileInput,
+        ParseOptions,
+        ResyncWebSourceResult,
+        UpdateWebSourceOptions,
+        UpdateWebSourceResult,
+        WebSource,
+    )
     from .types import (
         Chunking,
         DocsInput,
@@ -49,6 +61,10 @@ if _typing.TYPE_CHECKING:
 __all__ = [
     "AlreadyExistsError",
     "Chunking",
+    "CrawlStats",
+    "CreateWebSourceOptions",
+    "CreateWebSourceResult",
+    "DeleteWebSourceResult",
     "DocsInput",
     "DocumentInfo",
     "GetDocumentsOptions",
@@ -68,11 +84,17 @@ __all__ = [
     "MutationOptions",
     "MutationResult",
     "ParentGrouping",
+    "ParseFileInput",
+    "ParseOptions",
     "PushIndexResult",
     "QueryOptions",
     "QueryResultDocumentInfo",
+    "ResyncWebSourceResult",
     "SearchResult",
     "SessionIndex",
+    "UpdateWebSourceOptions",
+    "UpdateWebSourceResult",
+    "WebSource",
     "__version__",
 ]
 
@@ -84,6 +106,21 @@ _SOURCE = {
     "MossError": "errors",
     "JobHandle": "jobs",
     "SessionIndex": "session",
+    **{
+        name: "sources"
+        for name in (
+            "CrawlStats",
+            "CreateWebSourceOptions",
+            "CreateWebSourceResult",
+            "DeleteWebSourceResult",
+            "ParseFileInput",
+            "ParseOptions",
+            "ResyncWebSourceResult",
+            "UpdateWebSourceOptions",
+            "UpdateWebSourceResult",
+            "WebSource",
+        )
+    },
     **{
         name: "types"
         for name in (
