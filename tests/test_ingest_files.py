@@ -295,3 +295,18 @@ def test_documents_from_bytes_validates_arguments() -> None:
     assert docs[0].metadata is not None
     assert (docs[0].metadata["source"], docs[0].metadata["parentId"]) == ("a.md", "a.md")
     assert docs[0].metadata["author"] == "Ann"
+
+
+def test_add_docs_paths_read_mdx_and_html_through_the_parsers(tmp_path: Path) -> None:
+    # moss.docs_input (add_docs / create_index with paths) keeps its id scheme "{path}#{n}".
+    from moss.docs_input import normalize_docs
+
+    mdx = tmp_path / "page.mdx"
+    mdx.write_text("---\ntitle: Page\n---\nimport X from 'x'\n\n<X>Body text.</X>\n")
+    page = tmp_path / "p.htm"
+    page.write_text("<title>T</title><nav>menu</nav><h2>Part</h2><p>Para.</p>")
+    docs = normalize_docs([mdx, page])
+    assert [(d.id, d.text, d.metadata) for d in docs] == [
+        (f"{mdx}#0", "Page\nBody text.", {"parentId": str(mdx)}),
+        (f"{page}#0", "Part\nPara.", {"parentId": str(page)}),
+    ]

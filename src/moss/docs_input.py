@@ -11,7 +11,8 @@ Input forms (decided on the *whole* input, never guessed per item):
 * ``str`` / ``bytes``: always content, never a file name. Text whose first non-blank character is
   ``[`` is a JSON array of objects; anything else is JSON Lines (blank lines skipped).
 * ``os.PathLike`` or an iterable of them: ``.json`` (array), ``.jsonl`` / ``.ndjson`` (lines), and
-  ``.txt`` / ``.md`` / ``.markdown``, which are chunked (natively, or by ``chunker=``) with ids
+  ``.txt`` / ``.md`` / ``.markdown``, plus ``.mdx`` / ``.html`` / ``.htm`` (their markup stripped
+  by :mod:`moss.ingest.parsers`), which are chunked (natively, or by ``chunker=``) with ids
   ``"{path}#{n}"`` and metadata ``{"parentId": path}``, where ``path`` is ``os.fspath`` of what was
   passed (equal to ``str()`` for ``pathlib`` paths).
 * An iterable (list, tuple, generator: it is consumed exactly once) of ``DocumentInfo`` objects,
@@ -38,6 +39,7 @@ from typing import Any, Optional
 
 from .chunking import chunk_text
 from .errors import InvalidArgumentError
+from .ingest.parsers import parse_bytes
 from .types import Chunking, DocsInput, DocumentInfo, coerce_metadata
 
 __all__ = ["MAX_CHUNK_CHARS", "normalize_docs"]
@@ -49,7 +51,10 @@ _JSON_SUFFIXES = (".json",)
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
 _TEXT_SUFFIXES = (".txt",)
 _MARKDOWN_SUFFIXES = (".md", ".markdown")
-_SUPPORTED = ", ".join(_JSON_SUFFIXES + _JSONL_SUFFIXES + _TEXT_SUFFIXES + _MARKDOWN_SUFFIXES)
+_PARSED_SUFFIXES = (".mdx", ".html", ".htm")  # Markdown out of moss.ingest.parsers
+_SUPPORTED = ", ".join(
+    _JSON_SUFFIXES + _JSONL_SUFFIXES + _TEXT_SUFFIXES + _MARKDOWN_SUFFIXES + _PARSED_SUFFIXES
+)
 
 _Chunker = Callable[[str], list[str]]
 
@@ -331,15 +336,18 @@ def _from_paths(
                 raw = _parse_json_lines(text, name)
             documents = [_from_mapping(d, i, f"{name}: ") for i, d in enumerate(raw)]
             out.extend(_chunk_all(documents, chunker, chunking))
-        elif suffix in _TEXT_SUFFIXES or suffix in _MARKDOWN_SUFFIXES:
-            text = _read(name)
+        elif suffix in _TEXT_SUFFIXES or suffix in _MARKDOWN_SUFFIXES + _PARSED_SUFFIXES:
+            if suffix in _PARSED_SUFFIXES:
+                text = parse_bytes(_read_bytes(name), name).text
+            else:
+                text = _read(name)
             if chunker is not None:
                 chunks = _call_chunker(chunker, text, name)
             else:
                 chunks = chunk_text(
                     text,
                     chunking if chunking is not None else Chunking(),
-                    markdown=suffix in _MARKDOWN_SUFFIXES,
+                    markdown=suffix not in _TEXT_SUFFIXES,
                 )
             out.extend(
                 DocumentInfo(id=f"{name}#{n}", text=chunk, metadata={"parentId": name})
@@ -354,13 +362,16 @@ def _from_paths(
 
 
 def _read(name: str) -> str:
+    return _decode(_read_bytes(name), name)
+
+
+def _read_bytes(name: str) -> bytes:
     try:
         with open(name, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as e:
         reason = e.strerror or type(e).__name__
         raise InvalidArgumentError(f"cannot read {name}: {reason}") from None
-    return _decode(data, name)
 
 
 # --------------------------------------------------------------------------------------------
