@@ -27,8 +27,9 @@ import httpx
 import pytest
 
 from moss import AlreadyExistsError, DocumentInfo, InvalidArgumentError, MossClient, MossError
-from moss.ingest.web import CrawlError, CrawlSettings, Page, crawl, normalize_url, plan_sync
+from moss.ingest.web import CrawlError, CrawlResult, CrawlSettings, Page, crawl, normalize_url
 from moss.server import Store, create_project
+from moss.server.ingest_jobs import plan_sync
 from moss.server.testing import ThreadedServer
 from moss.sources import (
     CreateWebSourceOptions,
@@ -275,8 +276,6 @@ def test_plan_sync_diffs_by_hash() -> None:
         page("u/new", "n1"),
         page("u/dup", "n1"),
     ]
-    from moss.ingest.web import CrawlResult
-
     result = CrawlResult(pages=result_pages, unreachable={"u/flaky"})
     parsed: list[str] = []
 

@@ -23,12 +23,9 @@ A crawl (:func:`crawl`) starts at a root URL and walks the site breadth-first by
   refused (:func:`check_public_url`).
 
 Only ``text/html`` pages (and PDF/DOCX documents) are kept; each kept page carries the sha256 of
-its body. :func:`plan_sync` then compares the pages with what the source indexed last time (the
-index's chunks whose ``webSourceId`` is the source): unchanged pages keep their chunks and
-vectors, changed and new pages are chunked (``{url}#{n}`` ids, metadata ``source``, ``title``,
-``sha256``, ``webSourceId``) for embedding, and chunks of pages that are gone are deleted. Pages
-that failed transiently (5xx, 429, timeouts) keep their old chunks. A page whose chunk ids belong
-to another source or to documents added with ``add_docs`` is skipped, never overwritten.
+its body, and :attr:`CrawlResult.unreachable` lists the pages that failed transiently (5xx, 429,
+timeouts). What a resync re-embeds is decided from that by
+:func:`moss.server.ingest_jobs.plan_sync`.
 
 httpx is a core dependency; this module is imported only by the store's crawl jobs.
 """
@@ -53,8 +50,7 @@ import httpx
 
 from .._version import __version__
 from ..errors import InvalidArgumentError, MossError
-from ..sources import DOCX_CONTENT_TYPE, MAX_FILE_BYTES, PDF_CONTENT_TYPE, CrawlStats
-from ..types import DocumentInfo
+from ..sources import DOCX_CONTENT_TYPE, MAX_FILE_BYTES, PDF_CONTENT_TYPE
 
 __all__ = [
     "MAX_DOCUMENTS_PER_CRAWL",
@@ -64,12 +60,10 @@ __all__ = [
     "CrawlResult",
     "CrawlSettings",
     "Page",
-    "SyncPlan",
     "check_public_url",
     "crawl",
     "normalize_url",
     "path_allowed",
-    "plan_sync",
 ]
 
 ROBOTS_AGENT = "mosslite"
@@ -531,115 +525,3 @@ def crawl(
     finally:
         if own:
             client.close()
-
-
-# ------------------------------------------------------------------------------ resync
-
-
-@dataclass
-class SyncPlan:
-    """What a crawl changes in the index: chunks to embed and add, ids to delete."""
-
-    add: list[DocumentInfo]
-    delete: list[str]
-    stats: CrawlStats
-    page_count: int  # pages the source holds afterwards
-    doc_count: int  # chunks the source holds afterwards
-
-
-def plan_sync(
-    source_id: str,
-    existing: Sequence[DocumentInfo],
-    result: CrawlResult,
-    *,
-    max_documents: int,
-    to_documents: Callable[[Page], list[DocumentInfo]],
-    owners: Callable[[list[str]], dict[str, str | None]],
-    progress: Callable[[int, int], None] | None = None,
-) -> SyncPlan:
-    """Diff a crawl against the source's indexed chunks (see the module docstring).
-
-    Args:
-        source_id: the web source.
-        existing: the index's chunks whose ``webSourceId`` is ``source_id``.
-        result: the crawl.
-        max_documents: cap on the chunks the source holds afterwards.
-        to_documents: chunks a page (may raise ``InvalidArgumentError`` for unreadable pages).
-        owners: for chunk ids, the ``webSourceId`` of the documents already in the index under
-            that id (None for documents without one); absent ids are free.
-        progress: called with ``(pages processed, pages)``.
-    """
-    old: dict[str, tuple[str | None, list[str]]] = {}
-    for d in existing:
-        meta = d.metadata or {}
-        url = meta.get("source", d.id.rsplit("#", 1)[0])
-        sha, ids = old.get(url, (meta.get("sha256"), []))
-        ids.append(d.id)
-        old[url] = (sha, ids)
-    kept: set[str] = set()
-    hashes: set[str] = set()
-    add: list[DocumentInfo] = []
-    delete: set[str] = set()
-    total = 0
-    counts: dict[str, int] = dict.fromkeys(
-        ("new", "changed", "unchanged", "removed", "skipped", "parsed"), 0
-    )
-    for i, page in enumerate(result.pages):
-        if progress is not None:
-            progress(i, len(result.pages))
-        if page.sha256 in hashes or page.url in kept:  # the same content under another URL
-            counts["skipped"] += 1
-            continue
-        previous = old.get(page.url)
-        if previous is not None and previous[0] == page.sha256:
-            if total + len(previous[1]) > max_documents:
-                counts["skipped"] += 1
-                continue
-            total += len(previous[1])
-            kept.add(page.url)
-            hashes.add(page.sha256)
-            counts["unchanged"] += 1
-            continue
-        try:
-            docs = to_documents(page)
-        except InvalidArgumentError:
-            docs = []
-        ids = [d.id for d in docs]
-        taken = owners(ids) if ids else {}
-        if not docs or any(owner != source_id for owner in taken.values()):
-            counts["skipped"] += 1
-            continue
-        if total + len(docs) > max_documents:
-            counts["skipped"] += 1
-            continue
-        total += len(docs)
-        kept.add(page.url)
-        hashes.add(page.sha256)
-        add.extend(docs)
-        counts["parsed"] += page.kind != "html"
-        if previous is not None:
-            counts["changed"] += 1
-            delete.update(set(previous[1]) - set(ids))
-        else:
-            counts["new"] += 1
-    for url, (_, ids) in old.items():
-        if url in kept:
-            continue
-        if url in result.unreachable:  # a transient failure: keep what we had
-            kept.add(url)
-            total += len(ids)
-            continue
-        delete.update(ids)
-        counts["removed"] += 1
-    stats = CrawlStats(
-        pages_fetched=result.fetched,
-        pages_new=counts["new"],
-        pages_changed=counts["changed"],
-        pages_unchanged=counts["unchanged"],
-        pages_removed=counts["removed"],
-        pages_skipped=result.skipped + counts["skipped"],
-        documents_parsed=counts["parsed"],
-        chunks_embedded=len(add),
-        chunks_deleted=len(delete),
-    )
-    return SyncPlan(add, sorted(delete), stats, len(kept), total)

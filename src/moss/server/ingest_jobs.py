@@ -10,11 +10,17 @@ version and committed in one transaction, so a failure leaves the index exactly 
   ``parsing``), embedded (``generating_embeddings``) and built (``building_index``). A file that
   yields no text fails the job with ``No readable text was found in '<name>'``.
 * ``crawl``: crawls the source's site (phase ``crawling``), diffs the pages against the chunks
-  the source indexed before (:func:`moss.ingest.web.plan_sync`; ``parsing_documents``), embeds
+  the source indexed before (:func:`plan_sync`; ``parsing_documents``), embeds
   only new and changed pages and commits; a crawl that changes nothing completes without writing
   a version. It runs on a thread of its own (see :class:`~moss.server.jobs.JobRunner`), so it
   reads the index from its blob and never touches the runner's cache.
 * ``purge``: removes a deleted source's chunks, then the source's row.
+
+The resync diff (:func:`plan_sync`): unchanged pages (same sha256 as the chunks the source holds)
+keep their chunks and vectors; changed and new pages are chunked (``{url}#{n}`` ids, metadata
+``source``, ``title``, ``sha256``, ``webSourceId``) for embedding; chunks of pages that are gone
+are deleted, except for pages that failed transiently, which keep theirs. A page whose chunk ids
+belong to another source or to documents added with ``add_docs`` is skipped, never overwritten.
 """
 
 from __future__ import annotations
@@ -22,20 +28,28 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..engine import CUSTOM, Engine
 from ..errors import InvalidArgumentError, MossError
-from ..sources import check_file_specs, check_files_model_id, check_parse_options
+from ..sources import CrawlStats, check_file_specs, check_files_model_id, check_parse_options
 from ..types import DocumentInfo, GetDocumentsOptions
 from .catalog import JobRow
 
 if TYPE_CHECKING:
-    from ..ingest import web
+    from ..ingest.web import CrawlResult, Page
     from .jobs import JobRunner, _Loaded
     from .store import Store
 
-__all__ = ["file_documents", "run", "strip_page_furniture", "validate_files"]
+__all__ = [
+    "SyncPlan",
+    "file_documents",
+    "plan_sync",
+    "run",
+    "strip_page_furniture",
+    "validate_files",
+]
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
@@ -199,7 +213,7 @@ def _source_docs(engine: Engine, source_id: str) -> list[DocumentInfo]:
 
 
 def _crawl(runner: JobRunner, job: JobRow, progress: Progress) -> None:
-    from ..ingest.web import CrawlError, CrawlSettings, crawl, plan_sync
+    from ..ingest.web import CrawlError, CrawlSettings, crawl
 
     store = runner.store
     source = store.web.source_of(job)
@@ -269,7 +283,7 @@ def _crawl(runner: JobRunner, job: JobRow, progress: Progress) -> None:
     store.web.crawl_done(source.id, job.id, plan.page_count, plan.doc_count, plan.stats)
 
 
-def _page_documents(page: web.Page, source_id: str) -> list[DocumentInfo]:
+def _page_documents(page: Page, source_id: str) -> list[DocumentInfo]:
     """The chunks of a crawled page: ``{url}#{n}`` with ``source``, ``title``, ``sha256`` and
     ``webSourceId`` metadata (a page without text yields none rather than an error)."""
     try:
@@ -292,3 +306,115 @@ def _purge(runner: JobRunner, job: JobRow, progress: Progress) -> None:
     else:
         store.web.complete_unchanged(job)
     store.web.purge_done(source_id)
+
+
+# ------------------------------------------------------------------------------ resync diff
+
+
+@dataclass
+class SyncPlan:
+    """What a crawl changes in the index: chunks to embed and add, ids to delete."""
+
+    add: list[DocumentInfo]
+    delete: list[str]
+    stats: CrawlStats
+    page_count: int  # pages the source holds afterwards
+    doc_count: int  # chunks the source holds afterwards
+
+
+def plan_sync(
+    source_id: str,
+    existing: Sequence[DocumentInfo],
+    result: CrawlResult,
+    *,
+    max_documents: int,
+    to_documents: Callable[[Page], list[DocumentInfo]],
+    owners: Callable[[list[str]], dict[str, str | None]],
+    progress: Callable[[int, int], None] | None = None,
+) -> SyncPlan:
+    """Diff a crawl against the source's indexed chunks (see the module docstring).
+
+    Args:
+        source_id: the web source.
+        existing: the index's chunks whose ``webSourceId`` is ``source_id``.
+        result: the crawl.
+        max_documents: cap on the chunks the source holds afterwards.
+        to_documents: chunks a page (may raise ``InvalidArgumentError`` for unreadable pages).
+        owners: for chunk ids, the ``webSourceId`` of the documents already in the index under
+            that id (None for documents without one); absent ids are free.
+        progress: called with ``(pages processed, pages)``.
+    """
+    old: dict[str, tuple[str | None, list[str]]] = {}
+    for d in existing:
+        meta = d.metadata or {}
+        url = meta.get("source", d.id.rsplit("#", 1)[0])
+        sha, ids = old.get(url, (meta.get("sha256"), []))
+        ids.append(d.id)
+        old[url] = (sha, ids)
+    kept: set[str] = set()
+    hashes: set[str] = set()
+    add: list[DocumentInfo] = []
+    delete: set[str] = set()
+    total = 0
+    counts: dict[str, int] = dict.fromkeys(
+        ("new", "changed", "unchanged", "removed", "skipped", "parsed"), 0
+    )
+    for i, page in enumerate(result.pages):
+        if progress is not None:
+            progress(i, len(result.pages))
+        if page.sha256 in hashes or page.url in kept:  # the same content under another URL
+            counts["skipped"] += 1
+            continue
+        previous = old.get(page.url)
+        if previous is not None and previous[0] == page.sha256:
+            if total + len(previous[1]) > max_documents:
+                counts["skipped"] += 1
+                continue
+            total += len(previous[1])
+            kept.add(page.url)
+            hashes.add(page.sha256)
+            counts["unchanged"] += 1
+            continue
+        try:
+            docs = to_documents(page)
+        except InvalidArgumentError:
+            docs = []
+        ids = [d.id for d in docs]
+        taken = owners(ids) if ids else {}
+        if not docs or any(owner != source_id for owner in taken.values()):
+            counts["skipped"] += 1
+            continue
+        if total + len(docs) > max_documents:
+            counts["skipped"] += 1
+            continue
+        total += len(docs)
+        kept.add(page.url)
+        hashes.add(page.sha256)
+        add.extend(docs)
+        counts["parsed"] += page.kind != "html"
+        if previous is not None:
+            counts["changed"] += 1
+            delete.update(set(previous[1]) - set(ids))
+        else:
+            counts["new"] += 1
+    for url, (_, ids) in old.items():
+        if url in kept:
+            continue
+        if url in result.unreachable:  # a transient failure: keep what we had
+            kept.add(url)
+            total += len(ids)
+            continue
+        delete.update(ids)
+        counts["removed"] += 1
+    stats = CrawlStats(
+        pages_fetched=result.fetched,
+        pages_new=counts["new"],
+        pages_changed=counts["changed"],
+        pages_unchanged=counts["unchanged"],
+        pages_removed=counts["removed"],
+        pages_skipped=result.skipped + counts["skipped"],
+        documents_parsed=counts["parsed"],
+        chunks_embedded=len(add),
+        chunks_deleted=len(delete),
+    )
+    return SyncPlan(add, sorted(delete), stats, len(kept), total)
