@@ -16,7 +16,8 @@ headings:
   heading, ``# title`` is put at the top of the text, so every chunk's heading trail starts with
   the page title.
 * **Outside fenced code blocks** (``` or ~~~, at any indentation): in MDX, ``import``/``export``
-  statements (multi-line ones too, until their brackets close) are dropped; HTML comments and
+  blocks are dropped (as MDX reads them: from a line starting with ``import``/``export`` to the
+  next blank line); HTML comments and
   ``{/* ... */}`` are dropped; every HTML/JSX tag is dropped but the text between tags is kept
   (``<Note>Read this</Note>`` -> ``Read this``), except inside ``script``, ``style`` and ``svg``,
   whose content goes too. A component on its own line with a string ``title`` attribute keeps that
@@ -147,11 +148,11 @@ def strip_markup(text: str, *, mdx: bool = False) -> str:
     prose: list[str] = []
     lines = text.split("\n")
     i = 0
-    statement_depth = 0  # open brackets of an import/export statement being dropped
+    in_esm = False  # inside an MDX import/export block (it runs to the next blank line)
     while i < len(lines):
         line = lines[i]
-        if statement_depth > 0:
-            statement_depth += _bracket_balance(line)
+        if in_esm:
+            in_esm = bool(line.strip())
             i += 1
             continue
         m = _FENCE.match(line)
@@ -171,7 +172,7 @@ def strip_markup(text: str, *, mdx: bool = False) -> str:
             out.append("\n".join(block))
             continue
         if mdx and _IMPORT_EXPORT.match(line):
-            statement_depth = max(0, _bracket_balance(line))
+            in_esm = True
             i += 1
             continue
         prose.append(line)
@@ -179,10 +180,6 @@ def strip_markup(text: str, *, mdx: bool = False) -> str:
     out.append(_clean_prose("\n".join(prose)))
     joined = "\n\n".join(part for part in out if part.strip())
     return _BLANKS.sub("\n\n", joined).strip("\n")
-
-
-def _bracket_balance(line: str) -> int:
-    return sum(line.count(c) for c in "([{") - sum(line.count(c) for c in ")]}")
 
 
 def _clean_prose(text: str) -> str:

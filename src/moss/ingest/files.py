@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -110,6 +110,9 @@ def discover_all(
             return False
         return not any(_matches(rx, rel) for rx in excludes)
 
+    def excluded_dir(rel: str) -> bool:
+        return any(rx.fullmatch(rel) for rx in excludes)
+
     found: list[SourceFile] = []
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()
@@ -132,7 +135,7 @@ def discover_all(
             continue
         absolute = os.path.abspath(name)
         if os.path.isdir(absolute):
-            for path, rel in _walk(absolute, hidden):
+            for path, rel in _walk(absolute, hidden, excluded_dir):
                 if not wanted(rel):
                     continue
                 if not rel.lower().endswith(DOCUMENT_SUFFIXES):
@@ -170,8 +173,12 @@ def _file_rel(absolute: str, cwd: str) -> str:
     return Path(rel).as_posix()
 
 
-def _walk(root: str, hidden: bool) -> list[tuple[str, str]]:
-    """``(absolute path, rel)`` of every file under ``root``, in sorted order."""
+def _walk(root: str, hidden: bool, pruned: Callable[[str], bool]) -> list[tuple[str, str]]:
+    """``(absolute path, rel)`` of every file under ``root``, in sorted order.
+
+    Directories for which ``pruned(rel)`` is true (an excluded ``node_modules``, say) are not
+    entered: everything below them would be excluded anyway.
+    """
     out: list[tuple[str, str]] = []
 
     def fail(e: OSError) -> None:
@@ -180,10 +187,11 @@ def _walk(root: str, hidden: bool) -> list[tuple[str, str]]:
         ) from None
 
     for directory, dirs, files in os.walk(root, onerror=fail):
-        if not hidden:
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-        dirs.sort()
         base = os.path.relpath(directory, root)
+        prefix = "" if base == os.curdir else Path(base).as_posix() + "/"
+        dirs[:] = sorted(
+            d for d in dirs if (hidden or not d.startswith(".")) and not pruned(prefix + d)
+        )
         for f in sorted(files):
             if not hidden and f.startswith("."):
                 continue
