@@ -415,3 +415,18 @@ def test_parsed_document_is_frozen_and_comparable() -> None:
     assert a == ParsedDocument("t", None, {}, False)
     with pytest.raises(AttributeError):
         a.text = "x"  # type: ignore[misc]
+
+
+def test_mdx_esm_blocks_end_at_a_blank_line() -> None:
+    src = (
+        "import A from 'a'\nexport const x = {\n  y: '(unbalanced',\n}\n\n"
+        "Kept paragraph.\n\nexport default function Layout({ children }) {\n"
+        "  return <div>{children}</div>\n}\n\n## After"
+    )
+    assert parse_bytes(src.encode(), "p.mdx").text == "Kept paragraph.\n\n## After"
+
+
+def test_html_unclosed_headings_end_at_the_next_block() -> None:
+    doc = parse_bytes(b"<h2>Unclosed<p>para one</p><h3>Next</h3>tail<h1>end", "a.html")
+    assert doc.text == "## Unclosed\n\npara one\n\n### Next\n\ntail\n\n# end"
+    assert doc.title == "end"
