@@ -22,10 +22,10 @@ pytestmark = pytest.mark.skipif(not HAS_MODEL, reason="needs the all-MiniLM-L6-v
 
 SCRIPT = """
 import asyncio, sys
-import moss.server.store as store
+import moss.server.registry as registry
 from moss import DocumentInfo, MossClient
 
-store.EXIT_GRACE_S = float(sys.argv[1])
+registry.EXIT_GRACE_S = float(sys.argv[1])
 
 async def main():
     client = MossClient("p", "k")

@@ -17,7 +17,8 @@ from typing import Any
 
 from ..errors import NOT_FOUND, MossError
 from ..server.catalog import JobRow
-from ..server.store import CATALOG_FILE, Store, acquire_store, job_status, release_store
+from ..server.registry import acquire_store, release_store
+from ..server.store import CATALOG_FILE, Store, job_status
 from ..sources import (
     CreateWebSourceResult,
     DeleteWebSourceResult,

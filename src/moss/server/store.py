@@ -26,7 +26,6 @@ secret, so an authenticated request costs one HMAC, not one scrypt.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import hashlib
 import hmac
@@ -34,7 +33,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import threading
 import time
 from collections import OrderedDict
@@ -61,10 +59,11 @@ from ..types import (
     validate_index_name,
 )
 from .catalog import IndexRow, JobRow, SqliteCatalog
+from .owners import OwnerLock, owner_alive
 from .storage import FileBlobStore
 from .websources import WebSources
 
-__all__ = ["CATALOG_FILE", "Store", "acquire_store", "create_project", "release_store"]
+__all__ = ["CATALOG_FILE", "EMBEDDED_IDLE_EXIT_S", "Store", "create_project", "job_status"]
 
 log = logging.getLogger(__name__)
 
@@ -96,63 +95,6 @@ def create_project(data_dir: str | os.PathLike[str], name: str | None = None) ->
     return project_id, key
 
 
-# ------------------------------------------------------------------------------ owner locks
-
-
-class _OwnerLock:
-    """An exclusive lock on ``<dir>/<token>.lock`` held for this process's lifetime."""
-
-    def __init__(self, folder: Path, token: str) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"{token}.lock"
-        if os.name == "nt":
-            self._f = open(self.path, "a+b")
-            _lock_file(self._f)
-        else:
-            # Lock a temporary name, then rename: nobody can see the file unlocked and mistake
-            # this live process for a dead one.
-            tmp = folder / f".{token}.{os.getpid()}.tmp"
-            self._f = open(tmp, "a+b")
-            _lock_file(self._f)
-            os.replace(tmp, self.path)
-
-    def release(self) -> None:
-        with contextlib.suppress(OSError):
-            self.path.unlink()
-        self._f.close()
-
-
-def _lock_file(f: BinaryIO, *, blocking: bool = True) -> bool:
-    try:
-        if os.name == "nt":
-            import msvcrt
-
-            mode = msvcrt.LK_LOCK if blocking else msvcrt.LK_NBLCK  # type: ignore[attr-defined]
-            msvcrt.locking(f.fileno(), mode, 1)  # type: ignore[attr-defined]
-        else:
-            import fcntl
-
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        return True
-    except OSError:
-        return False
-
-
-def owner_alive(folder: Path, token: str) -> bool:
-    """Whether the process owning ``token`` still holds its lock (False also removes the file)."""
-    path = folder / f"{token}.lock"
-    try:
-        f = open(path, "r+b")
-    except OSError:
-        return False
-    with f:
-        if not _lock_file(f, blocking=False):
-            return True
-    with contextlib.suppress(OSError):
-        path.unlink()
-    return False
-
-
 # ------------------------------------------------------------------------------ the store
 
 
@@ -182,7 +124,7 @@ class Store:
         self.blobs = FileBlobStore(self.root / "blobs")
         self.owner = secrets.token_hex(8)
         self._owners_dir = self.root / "owners"
-        self._owner_lock = _OwnerLock(self._owners_dir, self.owner)
+        self._owner_lock = OwnerLock(self._owners_dir, self.owner)
         self._changed = threading.Condition()
         self.listeners: list[Callable[[], None]] = []  # called on every job state change
         self._secret = secrets.token_bytes(32)
@@ -192,6 +134,7 @@ class Store:
         self._refs = 0
         self._closed = False
         self._finalized = False
+        self._finalize_lock = threading.Lock()
         self._generation = 0  # bumped by notify(), so a waiter never misses a change
         self.recover()
         self.blobs.remove_temporaries()
@@ -223,14 +166,17 @@ class Store:
 
     def _finalize(self) -> None:
         """Release the directory (once the runner has stopped; idempotent)."""
-        with _stores_lock:
+        with self._finalize_lock:
             if self._finalized:
                 return
             self._finalized = True
-            if self in _draining:
-                _draining.remove(self)
         self._owner_lock.release()
         self.catalog.close()
+
+    @property
+    def finalized(self) -> bool:
+        """Whether the directory was released (the runner stopped and the catalog is closed)."""
+        return self._finalized
 
     def notify(self) -> None:
         """Wake everything waiting for a job to change state."""
@@ -556,77 +502,3 @@ def job_status(job: JobRow) -> JobStatusResponse:
         updated_at=job.updated_at,
         completed_at=job.completed_at,
     )
-
-
-# ------------------------------------------------------------------------------ shared stores
-
-_stores: dict[str, Store] = {}
-_draining: list[Store] = []
-_stores_lock = threading.Lock()
-
-
-def acquire_store(root: str | os.PathLike[str]) -> Store:
-    """The process-wide store of a data directory (one job runner per directory)."""
-    key = os.path.realpath(root)
-    with _stores_lock:
-        store = _stores.get(key)
-        if store is None:
-            # In a client process the runner thread only lives while there is work.
-            store = Store(key, idle_exit_s=EMBEDDED_IDLE_EXIT_S, allow_private_crawl=True)
-            _stores[key] = store
-        store._refs += 1
-        return store
-
-
-def release_store(store: Store) -> None:
-    """Drop one reference; the last one lets the runner finish queued jobs, then stop."""
-    with _stores_lock:
-        store._refs -= 1
-        if store._refs > 0:
-            return
-        if _stores.get(str(store.root)) is store:
-            del _stores[str(store.root)]
-        _draining.append(store)
-    store.close(drain=True, wait=False)
-
-
-EXIT_GRACE_S = 60.0
-"""How long a process that used the embedded store waits at exit for its queued jobs."""
-
-
-@atexit.register
-def _drain_at_exit() -> None:
-    # Embedded jobs run in daemon threads; give queued ones (a push right before exit) a chance
-    # to complete instead of being failed by the next process that opens the directory. A job
-    # still running after the grace period (or when Ctrl-C interrupts the wait) is aborted at its
-    # next progress report and waited for: a thread left inside onnxruntime while the interpreter
-    # tears down the C++ runtime kills the process ("terminate called without an active
-    # exception", exit 134). The aborted job is failed with a clear message; nothing is torn.
-    #
-    # Ctrl-C only sets a flag here: a KeyboardInterrupt raised inside Thread.join() corrupts the
-    # thread's state on CPython < 3.13 (is_alive() turns False while it still runs), which is how
-    # the abort used to follow a second Ctrl-C.
-    with _stores_lock:
-        stores = list(_stores.values()) + _draining
-    runners = [s.runner for s in stores if s.runner is not None]
-    interrupted = threading.Event()
-    previous: Any = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
-    try:
-        deadline = time.monotonic() + EXIT_GRACE_S
-        for store in stores:
-            if not store._closed:
-                store.close(drain=True, wait=False)
-        for runner in runners:
-            while runner.is_alive() and not interrupted.is_set() and time.monotonic() < deadline:
-                runner.join(0.05)
-        for runner in runners:
-            if runner.is_alive():
-                runner.abort()
-        for runner in runners:
-            while runner.is_alive():  # at most one embedding batch (or one commit) away
-                runner.join(0.05)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
