@@ -8,8 +8,9 @@
           └── AlreadyExistsError                 code "ALREADY_EXISTS": create_index on a taken name
 
 Other codes travel on a plain ``MossError``: ``NOT_FOUND``, ``UNAUTHORIZED``, ``NETWORK``,
-``DESERIALIZATION``, ``MODEL_UNAVAILABLE`` and ``INTERNAL``. Outside this tree moss raises only
-``RuntimeError`` (closed client, failed job) and ``TimeoutError`` (``wait_for_job``).
+``DESERIALIZATION``, ``MODEL_UNAVAILABLE``, ``CONFLICT`` (a web source's crawl settings changed
+while it crawls) and ``INTERNAL``. Outside this tree moss raises only ``RuntimeError`` (closed
+client, failed job) and ``TimeoutError`` (``wait_for_job``).
 
 >>> try:
 ...     raise InvalidArgumentError("top_k must be >= 0")
@@ -21,6 +22,7 @@ INVALID_ARGUMENT top_k must be >= 0
 from __future__ import annotations
 
 __all__ = [
+    "CONFLICT",
     "DESERIALIZATION",
     "INTERNAL",
     "INVALID_ARGUMENT",
@@ -42,6 +44,7 @@ UNAUTHORIZED = "UNAUTHORIZED"
 NETWORK = "NETWORK"
 DESERIALIZATION = "DESERIALIZATION"
 MODEL_UNAVAILABLE = "MODEL_UNAVAILABLE"
+CONFLICT = "CONFLICT"
 INTERNAL = "INTERNAL"
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import InvalidArgumentError, MossError
+from .errors import CONFLICT, InvalidArgumentError, MossError
 
 __all__ = [
     "CONFLICT",
@@ -68,8 +68,6 @@ CONTENT_TYPES: tuple[str, ...] = (
 )
 MAX_FILES = 20
 MAX_FILE_BYTES = 50 * 1024 * 1024  # "50 MB" per file
-#: Error code of a change refused because the web source is crawling (HTTP 409).
-CONFLICT = "CONFLICT"
 
 _OCR_MODES = ("auto_ocr", "full_ocr")
 _SEGMENTATION = ("smart_layout_detection", "page_by_page")
