@@ -565,7 +565,7 @@ class Engine:
         index_name: str | None = None,
         default_top_k: int = DEFAULT_TOP_K,
     ) -> SearchResult:
-        """Hybrid search per docs/api.md §3.4 (validation, filter first, fusion, score, min_score)."""
+        """Hybrid search, docs/api.md §3.4 (validation, filter, fusion, score, min_score)."""
         start = time.perf_counter()
         if not isinstance(text, str):
             raise InvalidArgumentError(f"query must be a str, not {type(text).__name__}")

@@ -1,4 +1,4 @@
-"""Metadata filters (docs/api.md §3.8): compile once, then test one document or a whole column store.
+"""Metadata filters (docs/api.md §3.8): compile once, then test one document or a column store.
 
 Design, and why:
 

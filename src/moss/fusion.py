@@ -1,4 +1,4 @@
-"""Hybrid fusion of a vector candidate list V and a keyword candidate list K (docs/api.md §3.4 step 5).
+"""Hybrid fusion of a vector candidate list V and a keyword candidate list K (docs/api.md §3.4).
 
 Two fusions, both pure functions over ranked lists of row numbers:
 

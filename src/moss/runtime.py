@@ -1,4 +1,4 @@
-"""Loaded indexes: in-memory copies of cloud indexes, refreshed and queried locally (docs/api.md §3.11).
+"""Loaded indexes: in-memory copies of cloud indexes, refreshed and queried (docs/api.md §3.11).
 
 A :class:`Runtime` belongs to one ``MossClient``. Each loaded index is an entry holding an
 :class:`~moss.engine.Engine` and the cloud version it was built from.

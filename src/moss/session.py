@@ -130,7 +130,7 @@ class SessionIndex:
         chunker: Callable[[str], list[str]] | None = None,
         chunking: Chunking | None = None,
     ) -> tuple[int, int]:
-        """Embed and index ``docs`` locally; returns ``(added, updated)`` (docs/api.md §3.2, §3.13)."""
+        """Embed and index ``docs`` here; returns ``(added, updated)`` (docs/api.md §3.2, §3.13)."""
         self._check_open()
         upsert = upsert_flag(options)
         custom = self._engine.model_id == CUSTOM

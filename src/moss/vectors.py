@@ -1,9 +1,9 @@
 """The vector index: exact float32 inner products, with an int8 HNSW graph once the index is large.
 
 Rows are the engine's dense row numbers; each holds one float32 vector. ``search`` returns the top
-``k`` live rows by inner product (not cosine: custom vectors are not normalised, docs/api.md §3.3), with
-their exact float32 scores, ties broken by row. The design, and the measurements behind every
-constant, are in ``docs/vector-index.md``; in short:
+``k`` live rows by inner product (not cosine: custom vectors are not normalised, docs/api.md
+§3.3), with their exact float32 scores, ties broken by row. The design, and the measurements behind
+every constant, are in ``docs/vector-index.md``; in short:
 
 * **The float32 matrix is the truth.** Every score we return is recomputed from it in float64 and
   rounded once to float32, so it is the correctly rounded inner product whichever path found the
