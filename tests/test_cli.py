@@ -165,7 +165,13 @@ def test_index_lifecycle(
 
     docs = run_json(capsys, "docs", "get", "notes")
     assert [d["id"] for d in docs] == ["a", "b", "c"]
-    assert docs[1] == {"id": "b", "text": TEXTS["b"], "metadata": {"kind": "b"}, "payload": None}
+    assert {k: v for k, v in docs[1].items() if k != "metadata"} == {
+        "id": "b",
+        "text": TEXTS["b"],
+        "payload": None,
+    }
+    # moss.ingest adds the provenance that `index sync` diffs by
+    assert docs[1]["metadata"]["kind"] == "b" and docs[1]["metadata"]["source"] == "docs.jsonl"
     only = run_json(capsys, "docs", "get", "notes", "--id", "c", "--id", "a")
     assert [d["id"] for d in only] == ["a", "c"]  # index order
     code, out, _ = run(capsys, "docs", "get", "notes")
@@ -224,7 +230,7 @@ def test_query_table_and_json(capsys: pytest.CaptureFixture[str], docs_file: Pat
     # a custom-model index cannot embed text, so query keywords only (alpha 0)
     res = run_json(capsys, "query", "notes", "salmon", "--alpha", "0")
     assert [d["id"] for d in res["docs"]] == ["a"]
-    assert res["docs"][0]["metadata"] == {"kind": "a"} and res["index"] == "notes"
+    assert res["docs"][0]["metadata"]["kind"] == "a" and res["index"] == "notes"
     assert res["query_ms"] >= 0 and res["load_ms"] >= 0
     code, out, _ = run(capsys, "query", "notes", "tigers jungle", "-a", "0", "-k", "1", "-m")
     assert code == 0
@@ -275,7 +281,7 @@ def test_markdown_with_builtin_model(capsys: pytest.CaptureFixture[str], tmp_pat
     assert created["model"] == "moss-minilm" and created["doc_count"] >= 1
     res = run_json(capsys, "query", "kb", "how long until I get my money back", "--top-k", "1")
     assert "Refunds" in res["docs"][0]["text"]
-    assert res["docs"][0]["metadata"]["parentId"] == str(md)
+    assert res["docs"][0]["metadata"]["parentId"] == "notes.md"  # relative to what was given
 
 
 # --------------------------------------------------------------------------------------------

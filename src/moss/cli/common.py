@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgumentError
-from .interrupt import point_of_no_return
+from .interrupt import point_of_no_return, say_when_interrupted
 from .progress import Progress
 
 if TYPE_CHECKING:
@@ -88,10 +88,7 @@ async def collect(args: argparse.Namespace) -> IngestBatch:
     Runs in a worker thread so the event loop stays responsive; stdin is read when ``-`` is one
     of the paths.
     """
-    try:
-        from ..ingest.documents import collect_documents
-    except ImportError:  # TEMPORARY until moss.ingest lands: files only, as before
-        return await asyncio.to_thread(_legacy_collect, args)
+    from ..ingest.documents import collect_documents
 
     paths: list[str] = list(args.paths)
     stdin = sys.stdin.buffer if "-" in paths else None
@@ -105,20 +102,6 @@ async def collect(args: argparse.Namespace) -> IngestBatch:
         on_duplicate=args.on_duplicate,
         stdin=stdin,
     )
-
-
-def _legacy_collect(args: argparse.Namespace) -> Any:
-    from pathlib import Path
-    from types import SimpleNamespace
-
-    from ..docs_input import normalize_docs
-
-    paths = [Path(p) for p in args.paths]
-    for p in paths:
-        if not p.is_file():
-            raise InvalidArgumentError(f"no such file: {p}")
-    docs = normalize_docs(paths, chunking=chunking_from(args))
-    return SimpleNamespace(documents=docs, files=paths, skipped=[], duplicates=[])
 
 
 def skipped_json(batch: IngestBatch) -> list[dict[str, str]]:
@@ -166,6 +149,7 @@ async def embed_and_push(
     A cancellation before the push leaves the stored index as it was.
     """
     start = time.perf_counter()
+    say_when_interrupted(f"interrupted: index {name!r} is unchanged")
     session = await client.session(name, model_id=model, auto_load_on_init=resume)
     try:
         model_id = session.model_id
@@ -192,9 +176,6 @@ async def embed_and_push(
             job_id=pushed.job_id,
             seconds=time.perf_counter() - start,
         )
-    except asyncio.CancelledError:
-        sys.stderr.write(f"\ninterrupted before the push: index {name!r} is unchanged\n")
-        raise
     finally:
         await _close_session(session)
 

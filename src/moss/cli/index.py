@@ -8,6 +8,7 @@ pushes once (:func:`.common.embed_and_push`); ``sync`` delegates to
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from .common import collect, embed_and_push, make_client, report_skipped, skipped_json
@@ -123,9 +124,11 @@ async def sync(args: argparse.Namespace) -> int:
 
     from ..ingest.sync import sync_directory
     from .common import chunking_from
+    from .interrupt import protect_from_now_on, say_when_interrupted
     from .progress import Progress
 
     start = time.perf_counter()
+    say_when_interrupted(f"interrupted: index {args.name!r} is unchanged")
     async with make_client(args) as client:
         bar: Progress | None = None
 
@@ -134,6 +137,9 @@ async def sync(args: argparse.Namespace) -> int:
             if bar is None:
                 bar = Progress("embedding", total, unit="chunk", enabled=not args.quiet)
             bar.update(done)
+            if done >= total:  # only the push is left: let it finish (see .interrupt)
+                bar.close()
+                protect_from_now_on()
 
         try:
             report = await sync_directory(
@@ -147,6 +153,8 @@ async def sync(args: argparse.Namespace) -> int:
                 model_id=args.model,
                 dry_run=bool(args.dry_run),
                 progress=progress,
+                on_duplicate=args.on_duplicate,
+                verify=bool(args.verify),
             )
         finally:
             if bar is not None:
@@ -164,10 +172,16 @@ async def sync(args: argparse.Namespace) -> int:
                 "chunks_added": report.chunks_added,
                 "chunks_deleted": report.chunks_deleted,
                 "doc_count": report.doc_count,
+                "job_id": report.job_id,
                 "seconds": round(seconds, 3),
+                "skipped": [{"path": rel, "reason": why} for rel, why in report.skipped],
+                "duplicates": list(report.duplicates),
             }
         )
         return 0
+    if not args.quiet:
+        for rel, why in report.skipped:
+            sys.stderr.write(f"skipped {rel}: {why}\n")
     for mark, rels in (("+", report.added), ("~", report.changed), ("-", report.removed)):
         for rel in rels:
             out(f"{mark} {rel}")

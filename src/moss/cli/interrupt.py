@@ -26,13 +26,19 @@ import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["Interrupted", "point_of_no_return", "run_cancellable"]
+__all__ = [
+    "Interrupted",
+    "point_of_no_return",
+    "protect_from_now_on",
+    "run_cancellable",
+    "say_when_interrupted",
+]
 
 T = TypeVar("T")
 
 
 class Interrupted(Exception):
-    """The command was cancelled by Ctrl-C before it changed anything."""
+    """The command was cancelled by Ctrl-C before it changed anything (``str()``: what to say)."""
 
 
 class _State:
@@ -44,6 +50,7 @@ class _State:
         self.cancelled = False
         self.protected = 0
         self.noted = False
+        self.message = "interrupted"
 
     def on_sigint(self) -> None:
         if self.cancelled:
@@ -60,6 +67,17 @@ class _State:
 
 
 _state = _State()
+
+
+def say_when_interrupted(message: str) -> None:
+    """What to print if Ctrl-C cancels the command from now on (default ``interrupted``)."""
+    _state.message = message
+
+
+def protect_from_now_on() -> None:
+    """Like :func:`point_of_no_return` for the rest of the command (for library calls that
+    report, through a progress callback, that only their push is left)."""
+    _state.protected += 1
 
 
 @contextlib.contextmanager
@@ -95,7 +113,7 @@ def run_cancellable(coro: Coroutine[Any, Any, T]) -> T:
             return loop.run_until_complete(task)
         except asyncio.CancelledError:
             if state.cancelled:
-                raise Interrupted() from None
+                raise Interrupted(state.message) from None
             raise
         finally:
             _drain(loop)

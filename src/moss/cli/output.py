@@ -38,13 +38,19 @@ _GAP = "  "
 
 
 def out(text: str = "") -> None:
-    """One line (or several) on stdout."""
-    sys.stdout.write(text + "\n")
+    """One line (or several) on stdout.
+
+    Written line by line (the stream buffers them into pipe-sized writes), so a reader that
+    stops early (``| head -1``) is noticed at the next write rather than never.
+    """
+    for line in (text + "\n").splitlines(keepends=True):
+        sys.stdout.write(line)
 
 
 def json_out(value: Any) -> None:
-    """``value`` as indented JSON on stdout (dataclasses and enums converted)."""
-    sys.stdout.write(json.dumps(plain(value), indent=2, ensure_ascii=False) + "\n")
+    """``value`` as indented JSON on stdout (dataclasses and enums converted), streamed."""
+    json.dump(plain(value), sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
 
 
 def plain(value: Any) -> Any:

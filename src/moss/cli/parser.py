@@ -166,6 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directory", metavar="DIR", help="the folder")
     _select_options(p)
     p.add_argument("-n", "--dry-run", action="store_true", help="report, change nothing")
+    p.add_argument(
+        "--on-duplicate",
+        choices=["error", "last"],
+        default="error",
+        help="a document id seen twice: fail (default) or keep the last one",
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="also re-parse unchanged files (after changing the chunking)",
+    )
     p.add_argument("--model", help="model of a new index (default moss-minilm)")
     _chunk_options(p)
     _quiet(p)

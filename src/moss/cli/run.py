@@ -100,8 +100,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return code
         result: int = run_cancellable(handler(args))
         return result
-    except Interrupted:
-        sys.stderr.write("interrupted\n")
+    except Interrupted as e:
+        sys.stderr.write(f"\n{e}\n")
         sys.stderr.flush()
         _ignore_further_interrupts()
         return EXIT_INTERRUPTED
