@@ -304,6 +304,9 @@ def test_auth_errors_against_a_server(tmp_path: Path) -> None:
         wrong = moss(tmp_path, "index", "list", MOSS_PROJECT_KEY=key + "x", **url)
         assert wrong.returncode == 1
         assert wrong.stderr.startswith("error: the server rejected the project id/key (set ")
+        broken = moss(tmp_path, "index", "list", MOSS_PROJECT_KEY="bad\nkey", **url)
+        assert broken.returncode == 1 and "rejected the project id/key" in broken.stderr
+        assert "bad" not in broken.stderr  # the key is never echoed
         empty = moss(tmp_path, "index", "list", MOSS_PROJECT_KEY="", **url)
         assert empty.returncode == 1 and empty.stderr.count("\n") == 1
         assert empty.stderr.startswith("error: no project key for the server at ")

@@ -109,6 +109,13 @@ class HttpBackend:
         return response
 
     def _network(self, e: Exception) -> MossError:
+        if isinstance(e, httpx.LocalProtocolError):  # nothing was sent: e.g. a key with a newline
+            return MossError(
+                f"the request to the moss server at {self.base_url} could not be sent "
+                "(is the project key empty or malformed?)",
+                code=UNAUTHORIZED,
+                detail=type(e).__name__,  # not str(e): it quotes the header, key included
+            )
         return MossError(
             f"cannot reach the moss server at {self.base_url}: {type(e).__name__}",
             code=NETWORK,
@@ -122,7 +129,7 @@ class HttpBackend:
             err = None
         if err is not None:
             return err
-        if response.status_code == 401:
+        if response.status_code in (401, 403):
             return MossError("the server rejected the project credentials", code=UNAUTHORIZED)
         return MossError(
             f"unexpected response from the moss server: HTTP {response.status_code}",
