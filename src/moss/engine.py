@@ -390,6 +390,15 @@ class Engine:
             docs = [docs[i] for i in order]
         return docs
 
+    def vectors_of(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Copies of the stored vectors of those ``ids`` that exist (MMR in moss.integrations)."""
+        with self._lock:
+            found = [(i, self._row_of[i]) for i in dict.fromkeys(ids) if i in self._row_of]
+            if not found or self._vectors is None:
+                return {}
+            vecs = self._vectors.get(np.asarray([r for _, r in found], dtype=np.int64))
+        return {doc_id: vecs[n] for n, (doc_id, _) in enumerate(found)}
+
     def snapshot_rows(self) -> tuple[list[DocumentInfo], np.ndarray | None]:
         """A consistent copy of all live documents and their vectors, in index order."""
         with self._lock:

