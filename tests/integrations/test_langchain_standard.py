@@ -15,14 +15,14 @@ import pytest
 
 pytest.importorskip("langchain_tests")
 
-from langchain_core.embeddings import DeterministicFakeEmbedding  # noqa: E402
-from langchain_core.retrievers import BaseRetriever  # noqa: E402
-from langchain_tests.integration_tests import (  # noqa: E402
+from langchain_core.embeddings import DeterministicFakeEmbedding
+from langchain_core.retrievers import BaseRetriever
+from langchain_tests.integration_tests import (
     RetrieversIntegrationTests,
     VectorStoreIntegrationTests,
 )
 
-from moss.integrations.langchain import MossRetriever, MossVectorStore  # noqa: E402
+from moss.integrations.langchain import MossRetriever, MossVectorStore
 
 
 class TestMossVectorStoreStandard(VectorStoreIntegrationTests):
