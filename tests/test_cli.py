@@ -328,3 +328,93 @@ def test_projects_create(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
     assert first["project_id"] != second["project_id"]
     code, out, _ = run(capsys, "projects", "create", "--data", str(tmp_path))
     assert code == 0 and out.startswith("MOSS_PROJECT_ID=") and "MOSS_PROJECT_KEY=" in out
+
+
+# --------------------------------------------------------------------------------------------
+# Ingestion: folders, globs, hidden files, stdin, duplicates, sync
+
+
+def write_tree(root: Path) -> Path:
+    """a.jsonl (a1, a2), sub/b.jsonl (b1), .hid/c.jsonl (c1), notes.csv (unsupported)."""
+    (root / "sub").mkdir(parents=True)
+    (root / ".hid").mkdir()
+    write_docs(root / "a.jsonl", ["a1", "a2"], seed=1)
+    write_docs(root / "sub" / "b.jsonl", ["b1"], seed=2)
+    write_docs(root / ".hid" / "c.jsonl", ["c1"], seed=3)
+    (root / "notes.csv").write_text("x,y\n")
+    return root
+
+
+def ids_of(capsys: pytest.CaptureFixture[str], name: str) -> list[str]:
+    return sorted(d["id"] for d in run_json(capsys, "docs", "get", name))
+
+
+def test_index_create_from_a_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    tree = write_tree(tmp_path / "tree")
+    code, out, err = run(capsys, "index", "create", "t", str(tree))
+    assert code == 0, err
+    assert "from 2 file(s)" in out and "skipped notes.csv: unsupported file type" in err
+    assert ids_of(capsys, "t") == ["a1", "a2", "b1"]  # dot folders skipped
+    created = run_json(capsys, "index", "create", "h", str(tree), "--hidden", "-x", "sub/**")
+    assert created["files"] == 2 and created["doc_count"] == 3
+    assert created["skipped"] == [{"path": "notes.csv", "reason": created["skipped"][0]["reason"]}]
+    assert ids_of(capsys, "h") == ["a1", "a2", "c1"]
+    run_json(capsys, "index", "create", "i", str(tree), "-i", "sub/*.jsonl")
+    assert ids_of(capsys, "i") == ["b1"]
+
+
+def test_duplicate_policy(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    tree = write_tree(tmp_path / "tree")
+    write_docs(tree / "sub" / "dup.jsonl", ["a1"], seed=4)
+    line = one_line_error(*run(capsys, "index", "create", "d", str(tree)))
+    assert "a1" in line and "--on-duplicate last" in line
+    assert run_json(capsys, "index", "list") == []  # nothing created
+    created = run_json(capsys, "index", "create", "d", str(tree), "--on-duplicate", "last")
+    assert created["duplicates"] == ["a1"] and created["doc_count"] == 3
+    texts = {d["id"]: d["metadata"]["source"] for d in run_json(capsys, "docs", "get", "d")}
+    assert texts["a1"] == "sub/dup.jsonl"  # the last occurrence (sorted order) won
+
+
+def test_stdin_and_docs_add(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import io
+
+    src = write_docs(tmp_path / "in.jsonl", ["s1", "s2"], seed=5)
+    stdin = io.TextIOWrapper(io.BytesIO(src.read_bytes()))
+    monkeypatch.setattr("sys.stdin", stdin)
+    created = run_json(capsys, "index", "create", "s", "-")
+    assert created["doc_count"] == 2 and created["model"] == "custom"
+    more = write_docs(tmp_path / "more.jsonl", ["s2", "s3"], seed=6)
+    added = run_json(capsys, "docs", "add", "s", str(more))
+    assert (added["added"], added["updated"], added["doc_count"]) == (1, 1, 3)
+    assert set(added) >= {"index", "doc_count", "model", "job_id", "seconds", "skipped"}
+    assert ids_of(capsys, "s") == ["s1", "s2", "s3"]
+    line = one_line_error(*run(capsys, "docs", "add", "missing", str(more)))
+    assert "missing" in line
+
+
+def test_index_sync(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    tree = write_tree(tmp_path / "tree")
+    first = run_json(capsys, "index", "sync", "t", str(tree), "--model", "custom")
+    assert sorted(first["added"]) == ["a.jsonl", "sub/b.jsonl"] and first["chunks_added"] == 3
+    assert first["doc_count"] == 3 and first["job_id"]
+    (tree / "sub" / "b.jsonl").unlink()
+    write_docs(tree / "a.jsonl", ["a1"], seed=7)  # changed: a2 gone, a1 new vector
+    write_docs(tree / "new.jsonl", ["n1"], seed=8)
+    dry = run_json(capsys, "index", "sync", "t", str(tree), "-n")
+    assert (dry["added"], dry["changed"], dry["removed"]) == (
+        ["new.jsonl"],
+        ["a.jsonl"],
+        ["sub/b.jsonl"],
+    )
+    assert dry["dry_run"] is True and dry["job_id"] is None
+    assert ids_of(capsys, "t") == ["a1", "a2", "b1"]  # unchanged by the dry run
+    code, out, _ = run(capsys, "index", "sync", "t", str(tree))
+    assert code == 0
+    lines = out.splitlines()
+    assert {"+ new.jsonl", "~ a.jsonl", "- sub/b.jsonl"} <= set(lines)
+    assert lines[-1].startswith("Synced 't': 1 added, 1 changed, 1 removed, 0 unchanged")
+    assert ids_of(capsys, "t") == ["a1", "n1"]
+    again = run_json(capsys, "index", "sync", "t", str(tree))
+    assert again["unchanged"] == 2 and again["chunks_added"] == again["chunks_deleted"] == 0

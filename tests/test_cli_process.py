@@ -144,6 +144,37 @@ def test_ctrl_c_during_docs_add_changes_nothing(tmp_path: Path, signals: int) ->
     assert after["doc_count"] == 1
 
 
+@pytest.mark.model
+@pytest.mark.skipif(not HAS_MODEL, reason="all-MiniLM-L6-v2 weights not installed")
+def test_ctrl_c_during_index_sync_creates_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    write_jsonl(folder / "many.jsonl", 3000, words=40, vectors=False)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moss", "index", "sync", "kb", str(folder)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_for(tmp_path),
+    )
+    assert proc.stderr is not None
+    line = ""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and "chunks/s" not in line:
+        line = proc.stderr.readline()
+        if not line:
+            break
+    assert "chunks/s" in line, line
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and time.monotonic() - sent < 3.0, err
+    clean(err)
+    assert out == "" and "interrupted: index 'kb' is unchanged" in err
+    info = moss(tmp_path, "index", "info", "kb")
+    assert info.returncode == 1 and "kb" in info.stderr  # never created
+
+
 # --------------------------------------------------------------------------------------------
 # Pipes and widths
 

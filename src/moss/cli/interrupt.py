@@ -119,7 +119,9 @@ def run_cancellable(coro: Coroutine[Any, Any, T]) -> T:
             _drain(loop)
     finally:
         if installed:
-            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGINT)  # restores the KeyboardInterrupt handler
+            if state.cancelled:  # ... which must not cut the interpreter's shutdown short
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
         loop.close()
         state.task = None
 
