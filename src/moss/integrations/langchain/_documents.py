@@ -1,6 +1,6 @@
 """Building blocks of :mod:`moss.integrations.langchain`: documents, filters, targets, embeddings.
 
-Kept apart so the public module holds only the three LangChain classes a user imports:
+Kept apart so that store.py holds the store alone:
 
 * **Documents.** LangChain metadata is any JSON, moss metadata ``str -> str``: the original is
   stored as ``{"langchain_metadata": {...}}`` in the moss ``payload`` and given back exactly; its
@@ -20,12 +20,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
 
-from ..client import MossClient
-from ..engine import CUSTOM, Engine
-from ..errors import InvalidArgumentError, MossError
-from ..session import SessionIndex
-from ..types import (
+from ...client import MossClient
+from ...engine import CUSTOM, Engine
+from ...errors import InvalidArgumentError
+from ...session import SessionIndex
+from ...types import (
     DocumentInfo,
     GetDocumentsOptions,
     QueryOptions,
@@ -33,14 +35,6 @@ from ..types import (
     SearchResult,
     coerce_metadata_value,
 )
-
-try:
-    from langchain_core.documents import Document
-    from langchain_core.embeddings import Embeddings
-except ImportError as e:  # pragma: no cover - exercised in a venv without the extra
-    raise MossError(
-        "moss.integrations.langchain needs langchain-core: pip install 'mosslite[langchain]'"
-    ) from e
 
 __all__ = [
     "FOREIGN_PAYLOAD_KEY",
@@ -218,7 +212,7 @@ class MossEmbeddings(Embeddings):
     """
 
     def __init__(self, model_id: str = MossClient.DEFAULT_MODEL_ID) -> None:
-        from ..embedding import check_model_id
+        from ...embedding import check_model_id
 
         check_model_id(model_id)
         if model_id == CUSTOM:
@@ -226,7 +220,7 @@ class MossEmbeddings(Embeddings):
         self.model_id = model_id
 
     def _embedder(self) -> Any:
-        from ..embedding import get_embedder
+        from ...embedding import get_embedder
 
         return get_embedder(self.model_id)
 

@@ -1,29 +1,8 @@
-"""LangChain adapters: a ``VectorStore``, a ``BaseRetriever`` and moss's model as ``Embeddings``.
+"""``MossVectorStore``: LangChain's ``VectorStore`` over a moss session or loaded index.
 
->>> from moss.integrations.langchain import MossVectorStore   # doctest: +SKIP
->>> store = MossVectorStore.from_texts(["Refunds take 5 days."], index_name="faq")  # doctest: +SKIP
->>> store.similarity_search("how long do refunds take", k=1)  # doctest: +SKIP
-
-Why it is shaped like this:
-
-* **One store over two moss objects.** :class:`MossVectorStore` wraps a writable
-  :class:`~moss.SessionIndex` or a loaded (read-only) index of a :class:`~moss.MossClient`; the
-  difference lives in two small target classes, so every search method works on both and writes
-  to a loaded index fail with one clear error.
-* **Async-first.** The ``a*`` methods are native coroutines over moss's async API and run on the
-  caller's loop. The sync methods run the same coroutines on a private event-loop thread, one
-  per store (:mod:`moss.integrations._loop`), which works inside a running loop too.
-* **Two ways to embed.** With moss's built-in model the store passes text and moss embeds it
-  (``embeddings`` is then a :class:`MossEmbeddings` adapter over the same model). With a
-  LangChain ``Embeddings`` object (LangChain's standard suite passes a fake one of dimension 6)
-  the session uses ``model_id="custom"`` and the store embeds documents and queries itself,
-  L2-normalising the vectors so that moss's inner-product ranking is cosine ranking.
-* **Lossless metadata.** moss metadata is ``str -> str``, LangChain's is any JSON. The original
-  metadata is kept as JSON in the moss ``payload`` and given back exactly; its scalar values are
-  also stored as moss metadata (``30`` as ``"30"``), so moss filters work on them.
-* **Scores.** ``similarity_search_with_score`` returns moss's score: the clamped cosine of query
-  and document, in [0, 1], higher is more similar (0 for every hit of a keyword-only query).
-  It already is a relevance score, so ``similarity_search_with_relevance_scores`` returns it as is.
+The ``a*`` methods are the implementation (native coroutines over moss's async API, on the
+caller's loop); each sync method runs its coroutine on the store's private loop thread
+(:class:`~moss.integrations._loop.LoopThread`). See the package docstring for the design.
 """
 
 from __future__ import annotations
@@ -34,16 +13,21 @@ import uuid
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.vectorstores import VectorStore
+from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
-from ..client import MossClient
-from ..engine import CUSTOM
-from ..errors import InvalidArgumentError, MossError
-from ..session import SessionIndex
-from ..types import DocumentInfo, QueryOptions
-from ._langchain_parts import (
+from ...client import MossClient
+from ...engine import CUSTOM
+from ...errors import InvalidArgumentError, MossError
+from ...session import SessionIndex
+from ...types import DocumentInfo, QueryOptions
+from .._loop import LoopThread
+from ._documents import (
     LoadedTarget,
     MossEmbeddings,
     SessionTarget,
@@ -52,25 +36,8 @@ from ._langchain_parts import (
     to_document,
     unit,
 )
-from ._loop import LoopThread
 
-try:
-    from langchain_core.callbacks import (
-        AsyncCallbackManagerForRetrieverRun,
-        CallbackManagerForRetrieverRun,
-    )
-    from langchain_core.documents import Document
-    from langchain_core.embeddings import Embeddings
-    from langchain_core.retrievers import BaseRetriever
-    from langchain_core.vectorstores import VectorStore
-    from langchain_core.vectorstores.utils import maximal_marginal_relevance
-    from pydantic import ConfigDict
-except ImportError as e:  # pragma: no cover - exercised in a venv without the extra
-    raise MossError(
-        "moss.integrations.langchain needs langchain-core: pip install 'mosslite[langchain]'"
-    ) from e
-
-__all__ = ["MossEmbeddings", "MossRetriever", "MossVectorStore"]
+__all__ = ["DEFAULT_K", "SEARCH_KWARGS", "MossVectorStore"]
 
 SEARCH_KWARGS = ("alpha", "filter", "fusion", "min_score", "candidate_depth")
 DEFAULT_K = 4  # LangChain's convention
@@ -599,55 +566,3 @@ def _identity(score: float) -> float:
 def _no_kwargs(method: str, kwargs: dict[str, Any]) -> None:
     if kwargs:
         raise InvalidArgumentError(f"{method}: unknown argument(s) {', '.join(sorted(kwargs))}")
-
-
-# ---------------------------------------------------------------------------------- retriever
-
-
-class MossRetriever(BaseRetriever):
-    """A LangChain retriever over a :class:`MossVectorStore` (hybrid search, or MMR).
-
-    ``k``, ``alpha``, ``filter``, ``fusion``, ``min_score`` are fields (constructor arguments)
-    and can be overridden per call: ``retriever.invoke("query", k=2, alpha=0.5)``.
-    """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    vectorstore: MossVectorStore
-    k: int = DEFAULT_K
-    alpha: float | None = None
-    filter: dict[str, Any] | None = None
-    fusion: Literal["score", "rrf"] | None = None
-    min_score: float | None = None
-    search_type: Literal["similarity", "mmr"] = "similarity"
-    fetch_k: int = 20
-    lambda_mult: float = 0.5
-
-    _FIELDS: ClassVar[tuple[str, ...]] = ("alpha", "filter", "fusion", "min_score")
-
-    async def _aretrieve(self, query: str, kwargs: dict[str, Any]) -> list[Document]:
-        k = kwargs.pop("k", self.k)
-        search_type = kwargs.pop("search_type", self.search_type)
-        fetch_k = kwargs.pop("fetch_k", self.fetch_k)
-        lambda_mult = kwargs.pop("lambda_mult", self.lambda_mult)
-        merged = {f: getattr(self, f) for f in self._FIELDS if getattr(self, f) is not None}
-        merged.update(kwargs)
-        store = self.vectorstore
-        if search_type == "mmr":
-            return await store._ammr(query, None, k, fetch_k, lambda_mult, merged)
-        if search_type != "similarity":
-            raise InvalidArgumentError(
-                f"search_type must be 'similarity' or 'mmr', not {search_type!r}"
-            )
-        return await store.asimilarity_search(query, k, **merged)
-
-    def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
-    ) -> list[Document]:
-        out: list[Document] = self.vectorstore._run(self._aretrieve(query, dict(kwargs)))
-        return out
-
-    async def _aget_relevant_documents(
-        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
-    ) -> list[Document]:
-        return await self._aretrieve(query, dict(kwargs))
