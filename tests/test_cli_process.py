@@ -175,6 +175,42 @@ def test_ctrl_c_during_index_sync_creates_nothing(tmp_path: Path) -> None:
     assert info.returncode == 1 and "kb" in info.stderr  # never created
 
 
+@pytest.mark.model
+@pytest.mark.skipif(not HAS_MODEL, reason="all-MiniLM-L6-v2 weights not installed")
+def test_ctrl_c_stops_a_command_stuck_in_synchronous_work(tmp_path: Path) -> None:
+    """``moss eval`` runs its queries inline (no await suspends): the watchdog interrupts it."""
+    root = tmp_path / "ds"
+    (root / "qrels").mkdir(parents=True)
+    texts = random_texts(3050, seed=3, length=6)
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": f"d{i}", "text": texts[i]}) + "\n" for i in range(50))
+    )
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": texts[50 + i]}) + "\n" for i in range(3000))
+    )
+    (root / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i % 50}\t1\n" for i in range(3000))
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moss", "eval", str(root), "-a", "0.5", "--fusion", "score"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_for(tmp_path),
+    )
+    assert proc.stderr is not None
+    line = ""
+    while "alpha=0.5" not in line:  # the query phase: 3000 embedded queries, several seconds
+        line = proc.stderr.readline()
+        assert line, "eval ended early"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and time.monotonic() - sent < 3.0, err
+    clean(err)
+    assert out == "" and err.strip().endswith("interrupted")
+
+
 # --------------------------------------------------------------------------------------------
 # Pipes and widths
 

@@ -87,8 +87,11 @@ async def delete(args: argparse.Namespace) -> int:
     import time
 
     start = time.perf_counter()
+    from .interrupt import point_of_no_return
+
     async with make_client(args) as client:
-        result = await client.delete_docs(args.name, list(args.ids))
+        with point_of_no_return():  # one short job: finish it rather than leave it running
+            result = await client.delete_docs(args.name, list(args.ids))
     seconds = time.perf_counter() - start
     if args.json:
         json_out(

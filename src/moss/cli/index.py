@@ -109,8 +109,11 @@ async def info(args: argparse.Namespace) -> int:
 
 async def delete(args: argparse.Namespace) -> int:
     """Delete an index."""
+    from .interrupt import point_of_no_return
+
     async with make_client(args) as client:
-        deleted = await client.delete_index(args.name)
+        with point_of_no_return():
+            deleted = await client.delete_index(args.name)
     if args.json:
         json_out({"index": args.name, "deleted": deleted})
     else:
