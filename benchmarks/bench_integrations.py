@@ -1,0 +1,170 @@
+"""Framework integration overhead: what MossVectorStore adds to a moss session query.
+
+Run:
+    .venv/bin/python benchmarks/bench_integrations.py [--docs 10000] [--queries 300] [--rounds 5] [--json]
+
+Data: ``--docs`` random unit vectors of dimension 384 (seeded) with short random texts, in a
+``model_id="custom"`` session of the embedded store (a temporary data directory); queries are
+other random unit vectors. Every query asks for the top 4 (LangChain's default ``k``), vector
+only, so both sides do exactly the same search:
+
+* ``session.query``: ``await session.query("", QueryOptions(embedding=v, top_k=4))``, the baseline;
+* ``asimilarity_search_by_vector``: the LangChain async method on the same event loop;
+* ``similarity_search_by_vector``: the sync method, called from plain sync code, which hops to the
+  store's private event-loop thread and back.
+
+Each round runs the two async variants interleaved query by query (alternating which goes
+first), then the sync one; the p50
+and p99 of each round are reported and the table shows the median over rounds, with the
+overhead = wrapper p50 - ``session.query`` p50. Results are also checked to be identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+import _machine  # noqa: E402  (benchmarks/_machine.py, beside this script)
+from moss import DocumentInfo, MossClient, QueryOptions, SessionIndex  # noqa: E402
+
+DIM = 384
+K = 4
+WORDS = "apple banana cherry delta echo falcon garden harbor island jungle kettle lemon".split()
+
+
+def machine() -> dict[str, Any]:
+    import langchain_core
+
+    return _machine.machine(numpy=np.__version__, langchain_core=langchain_core.__version__)
+
+
+def unit_rows(n: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+async def open_session(n: int) -> tuple[MossClient, SessionIndex]:
+    client = MossClient("bench", "")
+    session = await client.session("bench-integrations", "custom", auto_load_on_init=False)
+    vecs = unit_rows(n, seed=0)
+    rng = np.random.default_rng(1)
+    docs = [
+        DocumentInfo(f"d{i}", " ".join(rng.choice(WORDS, 6)), {"n": str(i)}, vecs[i].tolist())
+        for i in range(n)
+    ]
+    for start in range(0, n, 2000):
+        await session.add_docs(docs[start : start + 2000])
+    return client, session
+
+
+async def async_round(
+    session: SessionIndex, store: Any, queries: list[list[float]]
+) -> dict[str, list[float]]:
+    base: list[float] = []
+    wrap: list[float] = []
+    for n, v in enumerate(queries):
+        # Alternate which call goes first: the second one finds the vector rows warm in cache.
+        for first in (True, False) if n % 2 else (False, True):
+            t0 = time.perf_counter()
+            if first:
+                r = await session.query("", QueryOptions(embedding=v, top_k=K))
+                base.append((time.perf_counter() - t0) * 1e3)
+            else:
+                docs = await store.asimilarity_search_by_vector(v, k=K)
+                wrap.append((time.perf_counter() - t0) * 1e3)
+        assert [d.id for d in r.docs] == [d.id for d in docs]
+    return {"session.query": base, "asimilarity_search_by_vector": wrap}
+
+
+def sync_round(store: Any, queries: list[list[float]]) -> dict[str, list[float]]:
+    out: list[float] = []
+    for v in queries:
+        t0 = time.perf_counter()
+        store.similarity_search_by_vector(v, k=K)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return {"similarity_search_by_vector (sync)": out}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--docs", type=int, default=10_000)
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--json", action="store_true", help="print only the JSON report")
+    args = ap.parse_args()
+    from moss.integrations.langchain import MossVectorStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MOSS_DATA_DIR"] = tmp
+        os.environ["MOSS_SESSION_CACHE_PATH"] = tmp
+        client, session = asyncio.run(open_session(args.docs))
+        store = MossVectorStore(session)
+        queries = unit_rows(args.queries, seed=2).tolist()
+        sync_round(store, queries[:20])  # warm the private loop thread
+        rounds: list[dict[str, dict[str, float]]] = []
+        for _ in range(args.rounds):
+            times = asyncio.run(async_round(session, store, queries))
+            times.update(sync_round(store, queries))
+            rounds.append(
+                {
+                    name: {"p50_ms": pct(xs, 0.5), "p99_ms": pct(xs, 0.99)}
+                    for name, xs in times.items()
+                }
+            )
+        store.close()
+        asyncio.run(client.close())
+    names = list(rounds[0])
+    summary = {
+        name: {
+            stat: round(statistics.median(r[name][stat] for r in rounds), 4)
+            for stat in ("p50_ms", "p99_ms")
+        }
+        for name in names
+    }
+    base = summary["session.query"]["p50_ms"]
+    for name in names:
+        summary[name]["overhead_p50_ms"] = round(summary[name]["p50_ms"] - base, 4)
+    report = {
+        "benchmark": "bench_integrations",
+        "machine": machine(),
+        "docs": args.docs,
+        "dim": DIM,
+        "top_k": K,
+        "queries_per_round": args.queries,
+        "rounds": rounds,
+        "summary": summary,
+    }
+    print(json.dumps(report, indent=1))
+    if not args.json:
+        m = report["machine"]
+        print(f"\n{m['cpu']}, {m['cores']} cores, Python {m['python']}; "
+              f"{args.docs} docs x {DIM} dims, top {K}, median of {args.rounds} rounds x {args.queries} queries\n")  # fmt: skip
+        print("| call | p50 ms | p99 ms | overhead p50 ms |\n|---|---|---|---|")
+        for name, s in summary.items():
+            print(
+                f"| `{name}` | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | {s['overhead_p50_ms']:+.3f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
