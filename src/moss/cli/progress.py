@@ -11,12 +11,13 @@ with done/total, rate and ETA. ``--quiet`` turns both off.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from types import TracebackType
 from typing import Any, TextIO
 
-__all__ = ["DEFAULT_INTERVAL_S", "Progress", "interval_s"]
+__all__ = ["DEFAULT_INTERVAL_S", "LineProgressAdapter", "Progress", "interval_s"]
 
 DEFAULT_INTERVAL_S = 5.0
 
@@ -28,6 +29,10 @@ def interval_s() -> float:
     except ValueError:
         return DEFAULT_INTERVAL_S
     return value if value >= 0 else DEFAULT_INTERVAL_S
+
+
+def _plural(unit: str) -> str:
+    return unit[:-1] + "ies" if unit.endswith("y") else unit + "s"
 
 
 def _duration(seconds: float) -> str:
@@ -93,10 +98,11 @@ class Progress:
     def _line(self) -> None:
         elapsed = time.monotonic() - self._start
         pct = 100.0 * self.done / self.total if self.total else 100.0
-        text = f"{self.label}: {self.done}/{self.total} {self.unit}s ({pct:.0f}%)"
+        units = _plural(self.unit)
+        text = f"{self.label}: {self.done}/{self.total} {units} ({pct:.0f}%)"
         if self.done and elapsed > 0:
             rate = self.done / elapsed
-            text += f", {rate:.1f} {self.unit}s/s"
+            text += f", {rate:.1f} {units}/s"
             if self.done < self.total:
                 text += f", ETA {_duration((self.total - self.done) / rate)}"
             else:
@@ -142,3 +148,45 @@ class Progress:
         tb: TracebackType | None,
     ) -> None:
         self.close(finished=exc_type is None)
+
+
+_UPDATE = re.compile(r"\r(?P<label>[^\r\n]+): (?P<done>\d+)/(?P<total>\d+)\n?")
+
+
+class LineProgressAdapter:
+    """A text stream for library code that reports progress as ``\\rLABEL: DONE/TOTAL`` writes
+    (:class:`moss.evaluation.Progress` on a terminal): each such write drives a :class:`Progress`
+    per label, so those commands get the same bar or plain lines, with rate and ETA, as the
+    others; anything else written passes through to stderr unchanged."""
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self._enabled = enabled
+        self._bars: dict[str, Progress] = {}
+
+    def isatty(self) -> bool:
+        return True  # asks for the \r form, one write per update
+
+    def write(self, text: str) -> int:
+        m = _UPDATE.fullmatch(text)
+        if m is None:
+            if self._enabled:
+                sys.stderr.write(text)
+            return len(text)
+        label, done, total = m["label"], int(m["done"]), int(m["total"])
+        bar = self._bars.get(label)
+        if bar is None:
+            unit = "query" if label.startswith("alpha=") else "doc"
+            bar = self._bars[label] = Progress(label, total, unit=unit, enabled=self._enabled)
+        bar.update(done)
+        if done >= total:
+            bar.close()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._enabled:
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        """End every bar still open (an interrupted run)."""
+        for bar in self._bars.values():
+            bar.close(finished=False)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -167,17 +166,22 @@ def _legend(alpha: float, fusion: str) -> str:
 async def evaluate(args: argparse.Namespace) -> int:
     """Measure retrieval quality and latency on a BEIR-format dataset."""
     from ..evaluation import evaluate_async
+    from .progress import LineProgressAdapter
 
-    report = await evaluate_async(
-        args.dataset,
-        split=args.split,
-        embeddings_dir=args.embeddings,
-        model_id=args.model,
-        alphas=_parse_floats(args.alpha, "--alpha"),
-        fusions=[f.strip() for f in args.fusion.split(",") if f.strip()],
-        top_k=args.top_k,
-        progress=None if args.quiet else sys.stderr,
-    )
+    stream = LineProgressAdapter(enabled=not args.quiet)
+    try:
+        report = await evaluate_async(
+            args.dataset,
+            split=args.split,
+            embeddings_dir=args.embeddings,
+            model_id=args.model,
+            alphas=_parse_floats(args.alpha, "--alpha"),
+            fusions=[f.strip() for f in args.fusion.split(",") if f.strip()],
+            top_k=args.top_k,
+            progress=stream,  # type: ignore[arg-type]  # write/flush/isatty is all it uses
+        )
+    finally:
+        stream.close()
     if args.json:
         json_out(report.to_dict())
     else:
