@@ -8,16 +8,13 @@ model with vectors in the JSONL input.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import termios
 import threading
 import time
 from pathlib import Path
@@ -67,6 +64,9 @@ def write_jsonl(path: Path, n: int, *, words: int = 8, vectors: bool = True) -> 
     return path
 
 
+posix_signals = pytest.mark.skipif(sys.platform == "win32", reason="POSIX SIGINT delivery")
+
+
 def clean(stderr: str) -> None:
     for bad in ("Traceback", "Broken pipe", "Exception ignored", "terminate called"):
         assert bad not in stderr, stderr[-2000:]
@@ -103,6 +103,7 @@ def test_help_imports_no_library_code(tmp_path: Path) -> None:
 # Ctrl-C
 
 
+@posix_signals
 @pytest.mark.model
 @pytest.mark.skipif(not HAS_MODEL, reason="all-MiniLM-L6-v2 weights not installed")
 @pytest.mark.parametrize("signals", [1, 2])
@@ -144,6 +145,7 @@ def test_ctrl_c_during_docs_add_changes_nothing(tmp_path: Path, signals: int) ->
     assert after["doc_count"] == 1
 
 
+@posix_signals
 @pytest.mark.model
 @pytest.mark.skipif(not HAS_MODEL, reason="all-MiniLM-L6-v2 weights not installed")
 def test_ctrl_c_during_index_sync_creates_nothing(tmp_path: Path) -> None:
@@ -175,6 +177,7 @@ def test_ctrl_c_during_index_sync_creates_nothing(tmp_path: Path) -> None:
     assert info.returncode == 1 and "kb" in info.stderr  # never created
 
 
+@posix_signals
 @pytest.mark.model
 @pytest.mark.skipif(not HAS_MODEL, reason="all-MiniLM-L6-v2 weights not installed")
 def test_ctrl_c_stops_a_command_stuck_in_synchronous_work(tmp_path: Path) -> None:
@@ -301,7 +304,12 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
     assert quiet.returncode == 0 and quiet.stderr == ""
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
 def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import termios
+
     docs = write_jsonl(tmp_path / "docs.jsonl", 200)
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
