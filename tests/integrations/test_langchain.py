@@ -395,3 +395,66 @@ def test_import_moss_does_not_import_langchain_and_missing_extra_is_named() -> N
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "pip install 'mosslite[langchain]'" in out.stdout
+
+
+def test_as_retriever_and_garbage_collection_stops_the_loop_thread() -> None:
+    import gc
+    import threading
+
+    client = MossClient("p", "k")
+    session = asyncio.run(client.session("gc", "custom"))
+    before = {t.ident for t in threading.enumerate()}
+    store = MossVectorStore(session, embedding=FAKE)
+    store.add_texts(["alpha one", "beta two", "gamma three"], [{"g": 1}, {"g": 2}, {"g": 2}])
+    generic = store.as_retriever(search_kwargs={"k": 1, "alpha": 0.0, "filter": {"g": 2}})
+    assert [d.page_content for d in generic.invoke("beta")] == ["beta two"]
+    thresholded = store.as_retriever(
+        search_type="similarity_score_threshold", search_kwargs={"score_threshold": 0.999}
+    )
+    assert [d.page_content for d in thresholded.invoke("gamma three")] == ["gamma three"]
+    new = [
+        t
+        for t in threading.enumerate()
+        if t.ident not in before and t.name == "moss-integration-loop"
+    ]
+    assert len(new) == 1
+    del store, generic, thresholded
+    gc.collect()
+    new[0].join(10)
+    assert not new[0].is_alive()
+    assert session.doc_count == 3  # the caller's session is untouched, still open
+    asyncio.run(client.close())
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "integrations" / "langchain.md"
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not HAS_MODEL, reason="all-MiniLM-L6-v2 weights not installed")
+def test_docs_examples_run(tmp_path: Path) -> None:
+    import os
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) == 2
+    env = {
+        **os.environ,
+        "MOSS_DATA_DIR": str(tmp_path / "d"),
+        "MOSS_SESSION_CACHE_PATH": str(tmp_path / "c"),
+    }
+    env.pop("MOSS_SERVER_URL", None)
+    outputs = []
+    for code in blocks:
+        out = subprocess.run(
+            [sys.executable, "-W", "error", "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        outputs.append(out.stdout)
+    assert "Refunds are processed" in outputs[0].splitlines()[0]
+    assert outputs[0].splitlines()[-1] == "Shipping to Canada takes about a week."
+    assert outputs[1].splitlines()[-1] == "['2']"
