@@ -214,6 +214,48 @@ def test_ctrl_c_stops_a_command_stuck_in_synchronous_work(tmp_path: Path) -> Non
     assert out == "" and err.strip().endswith("interrupted")
 
 
+def test_index_create_from_a_stdin_pipe(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", 20).read_text()
+    proc = subprocess.run(
+        [sys.executable, "-m", "moss", "index", "create", "s", "-", "--json"],
+        input=data,
+        capture_output=True,
+        text=True,
+        env=env_for(tmp_path),
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["doc_count"] == 20
+
+
+@posix_signals
+def test_ctrl_c_while_waiting_for_stdin(tmp_path: Path) -> None:
+    """``moss index create x -`` with nothing typed yet: Ctrl-C must not wait for end of input."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moss", "index", "create", "x", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_for(tmp_path),
+    )
+    try:
+        time.sleep(1.5)  # started and blocked reading stdin
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=10)
+        assert rc == 130 and time.monotonic() - sent < 3.0
+    finally:
+        assert proc.stdin and proc.stdout and proc.stderr
+        proc.stdin.close()
+        out, err = proc.stdout.read(), proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
+        proc.wait(timeout=10)
+    clean(err)
+    assert out == "" and "interrupted" in err
+
+
 # --------------------------------------------------------------------------------------------
 # Pipes and widths
 

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,7 +94,7 @@ async def collect(args: argparse.Namespace) -> IngestBatch:
     from ..ingest.documents import collect_documents
 
     paths: list[str] = list(args.paths)
-    stdin = sys.stdin.buffer if "-" in paths else None
+    stdin = io.BytesIO(await read_stdin()) if "-" in paths else None
     return await asyncio.to_thread(
         collect_documents,
         paths,
@@ -102,6 +105,47 @@ async def collect(args: argparse.Namespace) -> IngestBatch:
         on_duplicate=args.on_duplicate,
         stdin=stdin,
     )
+
+
+async def read_stdin() -> bytes:
+    """All of stdin, read in a daemon thread.
+
+    Not in the loop's executor: a read blocked on a terminal cannot be stopped, and the executor
+    is waited for when a cancelled command cleans up, so Ctrl-C would hang until end of input. A
+    daemon thread is simply abandoned at exit (it reads the file descriptor, see below).
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bytes] = loop.create_future()
+
+    def deliver(data: bytes | None, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(data or b"")
+
+    def read() -> None:
+        data: bytes | None = None
+        error: BaseException | None = None
+        try:
+            try:
+                fd = sys.stdin.fileno()
+            except (AttributeError, ValueError, OSError):  # not a real file (embedded use, tests)
+                data = sys.stdin.buffer.read()
+            else:  # os.read, not sys.stdin.buffer: a daemon thread blocked in the buffered
+                # reader holds its lock, and the interpreter aborts when it flushes at exit
+                chunks = []
+                while chunk := os.read(fd, 1 << 20):
+                    chunks.append(chunk)
+                data = b"".join(chunks)
+        except BaseException as e:  # handed to the awaiting task
+            error = e
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the command was cancelled
+            loop.call_soon_threadsafe(deliver, data, error)
+
+    threading.Thread(target=read, name="moss-stdin", daemon=True).start()
+    return await done
 
 
 def skipped_json(batch: IngestBatch) -> list[dict[str, str]]:
