@@ -197,7 +197,11 @@ class SessionIndex:
         )
 
     async def save_to_disk(self, cache_path: str | None = None) -> None:
-        """Write a crash-safe snapshot to ``<root>/sessions/<project_id>/<name>/`` (§3.10)."""
+        """Write a crash-safe snapshot to ``<root>/sessions/<project_id>/<name>/`` (§3.10).
+
+        Saves of one name (other sessions, other processes) take turns; a failed save (disk
+        full, file-size limit) leaves nothing behind and raises ``MossError`` (code
+        ``INTERNAL``) naming the cause."""
         self._check_open()
         target = self._snapshot_dir(cache_path)
         engine = self._engine
@@ -224,9 +228,17 @@ class SessionIndex:
         def load() -> Engine:
             if not source.exists():
                 raise MossError(f"no session snapshot at {source}", code=DESERIALIZATION)
-            return Engine.from_snapshot(
-                read_dir(source), rebuild_legacy=rebuild_legacy, name=self._name
-            )
+            data = read_dir(source)
+            try:
+                return Engine.from_snapshot(data, rebuild_legacy=rebuild_legacy, name=self._name)
+            except MossError:
+                raise
+            except Exception as e:  # whatever a damaged snapshot trips, it is typed here
+                raise MossError(
+                    f"session snapshot at {source} is damaged",
+                    code=DESERIALIZATION,
+                    detail=f"{type(e).__name__}: {e}",
+                ) from e
 
         async with self._write_lock:
             engine = await self._run(load, False)

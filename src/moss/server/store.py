@@ -423,8 +423,11 @@ class Store:
                     "add documents first"
                 )
             check_model_id(data.model_id)
+            _check_push(data)
             return data.doc_count, None
         docs, data = decode_batch(blob)
+        if data.vectors is not None:
+            _check_finite(data.vectors)
         if job.kind == "create":
             model = str(job.params["model_id"])
             if not docs:
@@ -474,6 +477,38 @@ class Store:
                 # Woken by this process's runner; the cap covers jobs run by other processes.
                 if self._generation == seen:
                     self._changed.wait(min(left, 0.1 if job.owner != self.owner else 1.0))
+
+
+def _check_finite(vectors: Any) -> None:
+    """Reject NaN or infinite vector components (checked in slices: no full-size temporary)."""
+    import numpy as np
+
+    step = max(1, (1 << 22) // max(1, vectors.shape[1]))
+    for lo in range(0, len(vectors), step):
+        bad = ~np.isfinite(vectors[lo : lo + step]).all(axis=1)
+        if bad.any():
+            row = lo + int(np.argmax(bad))
+            raise InvalidArgumentError(f"vector {row} contains NaN or infinite values")
+
+
+def _check_push(data: Any) -> None:
+    """What a pushed snapshot must satisfy to be served (structure was checked by unpack)."""
+    from ..engine import CUSTOM
+
+    if data.vectors is None:
+        raise InvalidArgumentError("a pushed index must carry one vector per document")
+    if len(set(data.ids)) != len(data.ids):
+        raise InvalidArgumentError("a pushed index has duplicate document ids")
+    if data.model_id != CUSTOM:
+        from ..embedding import get_embedder
+
+        expected = get_embedder(data.model_id).dimension
+        if data.dimension != expected:
+            raise InvalidArgumentError(
+                f"a pushed {data.model_id!r} index has {data.dimension}-d vectors; "
+                f"the model makes {expected}-d vectors"
+            )
+    _check_finite(data.vectors)
 
 
 def _info(row: IndexRow) -> IndexInfo:
