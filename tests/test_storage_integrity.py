@@ -403,7 +403,7 @@ def test_save_under_a_file_size_limit_fails_typed_and_leaves_nothing(tmp_path: P
     kind, code, message = out["error"]
     assert (kind, code) == ("MossError", INTERNAL)
     assert "file-size limit" in message and "sessions" in message
-    assert [n for n in out["left"] if n.startswith(".tmp") or n.startswith(".CURRENT")] == []
+    assert [n for n in out["left"] if n.startswith((".tmp", ".CURRENT"))] == []
     assert [n for n in out["left"] if n.startswith("gen-")] == ["gen-000001"]  # the old one
     assert out["loaded_after_failure"] == 20
     assert out["loaded_after_retry"] == 2020
@@ -495,7 +495,7 @@ def test_two_processes_writing_one_directory_take_turns(tmp_path: Path) -> None:
             stderr=subprocess.PIPE,
             text=True,
             env=env,
-        )  # fmt: skip
+        )
         for tag, n in (("a", 30), ("b", 50))
     ]
     for p in procs:
