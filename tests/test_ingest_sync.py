@@ -219,3 +219,24 @@ def test_refusals_change_nothing(folder: Path, tmp_path: Path) -> None:
     after = asyncio.run(stored("site"))
     assert after == fresh(folder, on_duplicate="last")
     assert after["dup#0"][0] == "two"
+
+
+def test_last_wins_duplicates_survive_removing_the_winning_file(tmp_path: Path) -> None:
+    # b.jsonl's copy of "shared" wins at build time (chunked: ids "shared#0"); once b.jsonl is gone, a.jsonl's copy (a file
+    # whose bytes did not change) must come back, as a fresh build of the folder has it.
+    folder = tmp_path / "dups"
+    write(
+        folder,
+        {
+            "a.jsonl": '{"id": "shared", "text": "alpha copy of the shared record"}\n'
+            '{"id": "a1", "text": "only in a"}\n',
+            "b.jsonl": '{"id": "shared", "text": "beta copy of the shared record"}\n',
+        },
+    )
+    asyncio.run(sync(folder, "dups", on_duplicate="last"))
+    assert asyncio.run(stored("dups"))["shared#0"][0] == "beta copy of the shared record"
+    (folder / "b.jsonl").unlink()
+    asyncio.run(sync(folder, "dups", on_duplicate="last"))
+    after = asyncio.run(stored("dups"))
+    assert after == fresh(folder, on_duplicate="last")
+    assert after["shared#0"][0] == "alpha copy of the shared record"

@@ -21,7 +21,9 @@ folder now. It gets there by the cheapest route:
 
 The hash says whether a file's *bytes* changed, not whether the options did: after changing the
 chunking (or upgrading moss's parsers), pass ``verify=True``, which also parses unchanged files
-and re-embeds those whose chunks differ from the stored ones.
+and re-embeds those whose chunks differ from the stored ones. ``on_duplicate="last"`` implies it:
+a file's stored chunks may lack an id that another file shadowed, and it must come back when that
+file goes.
 
 An index cannot be empty, so a folder that yields no document is refused before anything changes.
 """
@@ -215,6 +217,10 @@ def _plan(
     verify: bool,
 ) -> _Plan:
     """Read and hash every file, rebuild the changed ones, and diff against ``stored``."""
+    # Under "last", a file's stored chunks may lack ids another file shadowed at an earlier
+    # sync; when that file goes, an unchanged file's copy must come back, which only parsing
+    # every file reveals (about 1 ms a file, still no embedding for the unchanged ones).
+    verify = verify or on_duplicate == "last"
     by_source: dict[str, list[DocumentInfo]] = {}
     for d in stored:
         key = (d.metadata or {}).get("source") or d.id
