@@ -240,3 +240,18 @@ def test_last_wins_duplicates_survive_removing_the_winning_file(tmp_path: Path) 
     after = asyncio.run(stored("dups"))
     assert after == fresh(folder, on_duplicate="last")
     assert after["shared#0"][0] == "alpha copy of the shared record"
+
+
+def test_before_push_is_called_once_and_only_when_something_is_pushed(tmp_path: Path) -> None:
+    folder = tmp_path / "hook"
+    write(folder, {"a.md": paragraphs("apple", 2), "b.md": paragraphs("berry", 2)})
+    calls: list[str] = []
+    asyncio.run(sync(folder, "hook", before_push=lambda: calls.append("push")))
+    assert calls == ["push"]
+    asyncio.run(sync(folder, "hook", before_push=lambda: calls.append("noop")))
+    assert calls == ["push"]  # nothing changed: nothing pushed
+    (folder / "b.md").unlink()  # a delete-only sync embeds nothing but still pushes
+    asyncio.run(sync(folder, "hook", dry_run=True, before_push=lambda: calls.append("dry")))
+    asyncio.run(sync(folder, "hook", before_push=lambda: calls.append("delete")))
+    assert calls == ["push", "delete"]
+    assert asyncio.run(stored("hook")) == fresh(folder)

@@ -140,9 +140,8 @@ async def sync(args: argparse.Namespace) -> int:
             if bar is None:
                 bar = Progress("embedding", total, unit="chunk", enabled=not args.quiet)
             bar.update(done)
-            if done >= total:  # only the push is left: let it finish (see .interrupt)
+            if done >= total:
                 bar.close()
-                protect_from_now_on()
 
         try:
             report = await sync_directory(
@@ -158,6 +157,7 @@ async def sync(args: argparse.Namespace) -> int:
                 progress=progress,
                 on_duplicate=args.on_duplicate,
                 verify=bool(args.verify),
+                before_push=protect_from_now_on,  # only the push is left: let it finish
             )
         finally:
             if bar is not None:

@@ -115,6 +115,7 @@ async def sync_directory(
     progress: Optional[Callable[[int, int], None]] = None,
     on_duplicate: OnDuplicate = "error",
     verify: bool = False,
+    before_push: Optional[Callable[[], None]] = None,
 ) -> SyncReport:
     """Make index ``name`` hold exactly the documents of ``directory`` (see the module docstring).
 
@@ -131,6 +132,9 @@ async def sync_directory(
         on_duplicate: ``"error"`` or ``"last"``, as in ``collect_documents``.
         verify: also parse files whose bytes are unchanged and replace their chunks if they
             differ (use it after changing ``chunking``).
+        before_push: called once everything is embedded, right before the push is sent (and
+            never when nothing is pushed): a caller that turns Ctrl-C into a cancellation can
+            stop doing so here, since from now on the stored index changes.
 
     Raises:
         InvalidArgumentError: ``directory`` is not a folder, it yields no documents, a duplicate
@@ -167,6 +171,8 @@ async def sync_directory(
             if plan.to_delete:
                 await session.delete_docs(plan.to_delete)
             await _embed(session, plan.to_add, progress)
+            if before_push is not None:
+                before_push()
             pushed = await session.push_index()
             await client.wait_for_job(pushed.job_id, poll_interval_seconds=0.05)
             job_id = pushed.job_id
