@@ -418,3 +418,22 @@ def test_index_sync(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert ids_of(capsys, "t") == ["a1", "n1"]
     again = run_json(capsys, "index", "sync", "t", str(tree))
     assert again["unchanged"] == 2 and again["chunks_added"] == again["chunks_deleted"] == 0
+
+
+@pytest.mark.parametrize("flag, expected", [([], None), (["--allow-private-crawl"], True)])
+def test_serve_passes_allow_private_crawl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str], expected: bool | None
+) -> None:
+    pytest.importorskip("starlette")
+    import moss.server
+
+    seen: dict[str, object] = {}
+
+    def fake_serve(data: str, host: str, port: int, **kw: object) -> None:
+        seen.update(data=data, host=host, port=port, **kw)
+
+    monkeypatch.setattr(moss.server, "serve", fake_serve)
+    (tmp_path / "d").mkdir()
+    assert main(["serve", "--data", str(tmp_path / "d"), "--port", "7799", *flag]) == 0
+    assert seen["port"] == 7799
+    assert seen["allow_private_crawl"] is expected

@@ -264,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="DIR", help="data directory (must exist)")
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
     p.add_argument("--port", type=int, default=7700, help="default 7700")
+    p.add_argument(
+        "--allow-private-crawl",
+        action="store_true",
+        help="let web sources crawl private, loopback and link-local addresses "
+        "(env MOSS_ALLOW_PRIVATE_CRAWL=1; default: refused, see docs/web-sources.md)",
+    )
 
     projects = group(
         "projects",

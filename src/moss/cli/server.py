@@ -83,7 +83,12 @@ def serve(args: argparse.Namespace) -> int:
     check_port(args.host, args.port)
     sys.stderr.write(f"moss {__version__} serving {args.data} on http://{args.host}:{args.port}\n")
     try:
-        server.serve(args.data, args.host, args.port)
+        server.serve(
+            args.data,
+            args.host,
+            args.port,
+            allow_private_crawl=True if args.allow_private_crawl else None,
+        )
     except ImportError as e:  # an optional piece the server imports lazily
         raise _missing_extra(e) from e
     return 0
