@@ -97,6 +97,7 @@ INFLATE_RATIO = 64
 :data:`INFLATE_FLOOR`). Real snapshots compress 2-3x; 20k copies of one 1 KB text 24x; one 10 MB
 text of a single repeated character 229x (admitted by the floor)."""
 INFLATE_FLOOR = 16 << 20
+_INFLATE_PIECE = 4 << 20
 
 
 def _vector_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -197,7 +198,7 @@ def _entries(header: object, body: int) -> list[tuple[str, int, int, str]]:
     return out
 
 
-def _inflate(name: str, body: memoryview, declared: int) -> bytes:
+def _inflate(name: str, body: memoryview, declared: int) -> bytearray:
     """Inflate ``body`` to exactly ``declared`` bytes, never more (see the module docstring)."""
     if declared > INFLATE_FLOOR + INFLATE_RATIO * len(body):
         raise bad(
@@ -206,15 +207,26 @@ def _inflate(name: str, body: memoryview, declared: int) -> bytes:
         )
     if declared == 0:  # the writer never compresses an empty file (and 0 means "no limit")
         raise bad(f"snapshot file {name} is damaged (compressed but empty)")
+    # Into one buffer of the declared size, a piece at a time: zlib's own output buffer would
+    # hold a second copy at the end, and a bomb stopped early touches only the pages it wrote.
+    out = bytearray(declared)
     d = zlib.decompressobj()
+    at = 0
+    tail: bytes | memoryview = body
     try:
-        out = d.decompress(body, declared)
+        while at < declared and not d.eof:
+            piece = d.decompress(tail, min(_INFLATE_PIECE, declared - at))
+            if not piece and not d.unconsumed_tail:
+                break  # the stream ends early
+            out[at : at + len(piece)] = piece
+            at += len(piece)
+            tail = d.unconsumed_tail
         # Exactly `declared` bytes may be out before the end of the stream has been read.
-        if not d.eof and d.decompress(d.unconsumed_tail, 1):
+        if not d.eof and d.decompress(tail, 1):
             raise bad(f"snapshot file {name} inflates past its declared size")
     except zlib.error as z:
         raise bad(f"snapshot file {name} is damaged", str(z)) from z
-    if len(out) != declared or not d.eof or d.unused_data:
+    if at != declared or not d.eof or d.unused_data:
         raise bad(f"snapshot file {name} does not inflate to its declared size")
     return out
 
@@ -244,10 +256,12 @@ def _unpack(view: memoryview) -> SnapshotData:
     if entries[0][3] != "raw":
         raise bad("snapshot blob manifest must be stored raw")
     manifest: Manifest = read_manifest(sections["manifest.json"])
-    files: dict[str, bytes | memoryview] = {}
+    files: dict[str, bytes | bytearray | memoryview] = {}
     for name, _, _, codec in entries:
         if codec == "zlib":
-            files[name] = _inflate(name, sections[name], manifest.files[name][0])
+            inflated = _inflate(name, sections[name], manifest.files[name][0])
+            # arrays.bin is viewed by the arrays, which must stay read-only as from bytes
+            files[name] = inflated if name == "docs.json" else memoryview(inflated).toreadonly()
         else:
             files[name] = sections[name]
     data = decode_files(files, manifest=manifest)

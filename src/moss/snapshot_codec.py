@@ -246,7 +246,7 @@ def _dtype(text: object, name: str) -> np.dtype[Any]:
     return dt
 
 
-def read_manifest(raw: bytes | memoryview | mmap.mmap) -> Manifest:
+def read_manifest(raw: bytes | bytearray | memoryview | mmap.mmap) -> Manifest:
     """Verify the checksum (format 3) and the schema of ``manifest.json``.
 
     Raises:
@@ -375,7 +375,7 @@ def _check_docs(docs: object, n: int, version: int) -> dict[str, list[Any]]:
 
 
 def decode_files(
-    files: Mapping[str, bytes | memoryview | mmap.mmap],
+    files: Mapping[str, bytes | bytearray | memoryview | mmap.mmap],
     text_fd: int | None = None,
     manifest: Manifest | None = None,
 ) -> SnapshotData:
@@ -396,7 +396,7 @@ def decode_files(
 
 
 def _decode(
-    files: Mapping[str, bytes | memoryview | mmap.mmap],
+    files: Mapping[str, bytes | bytearray | memoryview | mmap.mmap],
     text_fd: int | None,
     manifest: Manifest | None,
 ) -> SnapshotData:
@@ -417,7 +417,10 @@ def _decode(
                 raise bad(f"snapshot file {name} is damaged (checksum mismatch)")
         n, version = manifest.doc_count, manifest.version
         try:
-            parsed = json.loads(bytes(files["docs.json"]).decode("utf-8"))
+            raw_docs = files["docs.json"]
+            if not isinstance(raw_docs, (bytes, bytearray)):
+                raw_docs = bytes(raw_docs)
+            parsed = json.loads(raw_docs.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise bad("snapshot docs.json is damaged", str(e)) from e
         docs = _check_docs(parsed, n, version)

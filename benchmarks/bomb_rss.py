@@ -1,0 +1,188 @@
+"""Zlib bomb against a real ``moss serve``: the server's peak resident memory before and after.
+
+Run (the ``server`` extra must be installed; Linux, for ``/proc/<pid>/status``)::
+
+    .venv/bin/python benchmarks/bomb_rss.py                 # 2 GiB of zeros, ~2 MB uploaded
+    .venv/bin/python benchmarks/bomb_rss.py --gib 4
+
+Each case starts a fresh ``python -m moss.server`` on 127.0.0.1 (so ``VmHWM``, the peak resident
+set, starts from the idle server), answers one authenticated request to warm it, reads ``VmHWM``,
+uploads one container with ``PUT /v1/indexes/<name>/snapshot``, and reads ``VmHWM`` again. The
+bombs are crafted the strongest way: a format 3 container whose manifest and header checksums
+are *valid* (an attacker can compute them), whose ``docs.json`` is ``--gib`` GiB of zeros
+compressed at level 9:
+
+* ``declared``: the manifest declares the true inflated size; the server must refuse it from the
+  size alone (over :data:`moss.snapshot.INFLATE_RATIO` x the compressed size).
+* ``at-cap``: the manifest declares the most the cap allows; the server inflates exactly that
+  much, finds more data, and refuses. This is the worst memory a bomb can cost.
+* ``valid``: a real 20k-document custom snapshot of a similar upload size, for comparison.
+
+Before the fix (issue 12) a 2.1 MB upload took the server from 85 MB to 4.2 GB for 18 s.
+Prints a JSON report (machine, numbers) and a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import struct
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import httpx
+import numpy as np
+
+import _machine
+import moss
+from moss.server.testing import ServerProcess
+from moss.snapshot import INFLATE_FLOOR, INFLATE_RATIO, SnapshotData, pack
+from moss.snapshot_codec import encode_files, manifest_bytes
+
+
+def zeros_compressed(total: int) -> bytes:
+    z = zlib.compressobj(9)
+    chunk = bytes(64 << 20)
+    parts = []
+    left = total
+    while left > 0:
+        parts.append(z.compress(chunk[: min(left, len(chunk))]))
+        left -= len(chunk)
+    parts.append(z.flush())
+    return b"".join(parts)
+
+
+def small_snapshot() -> SnapshotData:
+    n = 3
+    return SnapshotData(
+        model_id="custom", dimension=4, ids=[f"x{i}" for i in range(n)],
+        texts=[f"text {i}" for i in range(n)], metadata=[None] * n, payloads=[None] * n,
+        vectors=np.ones((n, 4), np.float32),
+    )  # fmt: skip
+
+
+def container(sections: dict[str, bytes], codecs: dict[str, str]) -> bytes:
+    """A format 3 container with a valid header checksum around ``sections``."""
+    entries, offset = [], 0
+    for name in ("manifest.json", "docs.json", "vectors.f32", "arrays.bin"):
+        offset += (-offset) % 64
+        entries.append(
+            {"name": name, "offset": offset, "size": len(sections[name]), "codec": codecs[name]}
+        )
+        offset += len(sections[name])
+    header = json.dumps({"files": entries}).encode()
+    fixed = 20 + 32
+    start = fixed + len(header)
+    start += (-start) % 64
+    out = bytearray(start + offset)
+    out[:20] = struct.pack("<8sIQ", b"MOSSPACK", 3, len(header))
+    out[20:fixed] = hashlib.sha256(header).digest()
+    out[fixed : fixed + len(header)] = header
+    for e in entries:
+        out[start + e["offset"] : start + e["offset"] + e["size"]] = sections[e["name"]]
+    return bytes(out)
+
+
+def bomb(body: bytes, declared: int) -> bytes:
+    files = {k: b"".join(bytes(c) for c in v) for k, v in encode_files(small_snapshot()).items()}
+    manifest = json.loads(files["manifest.json"])
+    manifest.pop("manifest_sha256")
+    manifest["files"]["docs.json"]["size"] = declared
+    sections = {**files, "manifest.json": manifest_bytes(manifest), "docs.json": body}
+    codecs = {
+        "manifest.json": "raw",
+        "docs.json": "zlib",
+        "vectors.f32": "raw",
+        "arrays.bin": "raw",
+    }
+    return container(sections, codecs)
+
+
+def valid_upload(n: int) -> bytes:
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((n, 24)).astype(np.float32)
+    words = np.array(["river", "stone", "light", "wind", "salt", "ember", "frost", "moss"])
+    texts = [" ".join(rng.choice(words, 12)) for _ in range(n)]
+    data = SnapshotData(
+        model_id="custom", dimension=24, ids=[f"d{i}" for i in range(n)], texts=texts,
+        metadata=[{"i": str(i)} for i in range(n)], payloads=[None] * n, vectors=vecs,
+    )  # fmt: skip
+    return pack(data)
+
+
+def vm_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def run_case(label: str, body: bytes) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp, ServerProcess(tmp) as server:
+        assert server.proc is not None
+        pid, key = server.project
+        headers = {"X-Moss-Project-Id": pid, "Authorization": f"Bearer {key}"}
+        httpx.get(server.url + "/v1/indexes", headers=headers, timeout=30).raise_for_status()
+        before = vm_hwm_mb(server.proc.pid)
+        t0 = time.perf_counter()
+        r = httpx.put(
+            f"{server.url}/v1/indexes/case/snapshot", content=body, headers=headers, timeout=600
+        )
+        seconds = time.perf_counter() - t0
+        after = vm_hwm_mb(server.proc.pid)
+        err = r.json().get("error") if r.status_code != 200 else None
+        return {
+            "case": label,
+            "upload_mb": round(len(body) / 2**20, 2),
+            "status": r.status_code,
+            "error": None if err is None else f"{err['code']}: {err['message']}",
+            "seconds": round(seconds, 3),
+            "peak_rss_before_mb": round(before, 1),
+            "peak_rss_after_mb": round(after, 1),
+            "growth_mb": round(after - before, 1),
+        }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gib", type=float, default=2.0, help="GiB of zeros in the bomb")
+    ap.add_argument("--valid-docs", type=int, default=20_000)
+    args = ap.parse_args()
+    total = int(args.gib * 2**30)
+    t0 = time.perf_counter()
+    body = zeros_compressed(total)
+    build_s = time.perf_counter() - t0
+    cap = INFLATE_FLOOR + INFLATE_RATIO * len(body)
+    cases = [
+        run_case(f"bomb, declared {args.gib:g} GiB", bomb(body, total)),
+        run_case(f"bomb, declared at the cap ({cap / 2**20:.0f} MiB)", bomb(body, cap)),
+        run_case(f"valid push, {args.valid_docs} docs", valid_upload(args.valid_docs)),
+    ]
+    report = {
+        "machine": _machine.machine(moss=moss.__version__, numpy=np.__version__),
+        "bomb": {"inflated_bytes": total, "compressed_bytes": len(body), "build_s": build_s},
+        "inflate_ratio": INFLATE_RATIO,
+        "inflate_floor": INFLATE_FLOOR,
+        "cases": cases,
+    }
+    print(json.dumps(report, indent=1))
+    print()
+    print("| case | upload MB | HTTP | server peak RSS before -> after (MB) | seconds |")
+    print("|---|---|---|---|---|")
+    for c in cases:
+        print(
+            f"| {c['case']} | {c['upload_mb']} | {c['status']} | "
+            f"{c['peak_rss_before_mb']} -> {c['peak_rss_after_mb']} (+{c['growth_mb']}) | "
+            f"{c['seconds']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
