@@ -5,7 +5,8 @@
 >>> store.similarity_search("how long do refunds take", k=1)  # doctest: +SKIP
 
 Modules: :mod:`.store` (the store), :mod:`.retriever`, :mod:`._documents` (metadata
-encoding, filters, the session/loaded-index targets, :class:`MossEmbeddings`).
+encoding, filters, :class:`MossEmbeddings`); the session and loaded-index targets are
+:mod:`moss.integrations._targets`.
 
 Why it is shaped like this:
 

@@ -1,4 +1,4 @@
-"""Building blocks of :mod:`moss.integrations.langchain`: documents, filters, targets, embeddings.
+"""Building blocks of :mod:`moss.integrations.langchain`: documents, filters, embeddings.
 
 Kept apart so that store.py holds the store alone:
 
@@ -6,8 +6,6 @@ Kept apart so that store.py holds the store alone:
   stored as ``{"langchain_metadata": {...}}`` in the moss ``payload`` and given back exactly; its
   scalar values are also moss metadata so moss filters see them. Documents written by other
   means come back with their moss metadata (and their payload under ``moss_payload``).
-* **Targets.** A session (writable) and a client's loaded index (read-only) behind the same
-  five operations, so the store has no branches on which one it wraps.
 * **MossEmbeddings.** moss's built-in model as a LangChain ``Embeddings``.
 """
 
@@ -16,37 +14,29 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
 from ...client import MossClient
-from ...engine import CUSTOM, Engine
+from ...engine import CUSTOM
 from ...errors import InvalidArgumentError
-from ...session import SessionIndex
 from ...types import (
     DocumentInfo,
-    GetDocumentsOptions,
-    QueryOptions,
     QueryResultDocumentInfo,
-    SearchResult,
     coerce_metadata_value,
 )
 
 __all__ = [
     "FOREIGN_PAYLOAD_KEY",
     "METADATA_KEY",
-    "LoadedTarget",
     "MossEmbeddings",
-    "SessionTarget",
     "decode_metadata",
     "encode_metadata",
     "moss_filter",
     "to_document",
-    "unit",
 ]
 
 METADATA_KEY = "langchain_metadata"  # the payload object that holds a document's LangChain metadata
@@ -118,87 +108,6 @@ def moss_filter(value: object) -> dict[str, Any] | None:
         return value
     leaves = [{"field": k, "condition": {"$eq": v}} for k, v in value.items()]
     return leaves[0] if len(leaves) == 1 else {"$and": leaves}
-
-
-def unit(vector: Sequence[float]) -> list[float]:
-    """``vector`` scaled to length 1 (a zero vector is returned unchanged)."""
-    try:
-        arr = np.asarray(vector, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidArgumentError("an embedding must be a sequence of numbers") from None
-    norm = float(np.linalg.norm(arr))
-    out: list[float] = (arr / norm if norm > 0 and math.isfinite(norm) else arr).tolist()
-    return out
-
-
-# ---------------------------------------------------------------------------------- targets
-
-
-class SessionTarget:
-    """A writable session."""
-
-    writable = True
-
-    def __init__(self, session: SessionIndex) -> None:
-        self.session = session
-        self.name = session.name
-
-    @property
-    def model_id(self) -> str:
-        return self.session.model_id
-
-    def engine(self) -> Engine:
-        return self.session.engine
-
-    async def query(self, text: str, options: QueryOptions) -> SearchResult:
-        return await self.session.query(text, options)
-
-    async def get(self, ids: list[str] | None) -> list[DocumentInfo]:
-        return await self.session.get_docs(GetDocumentsOptions(doc_ids=ids))
-
-    async def add(self, docs: list[DocumentInfo]) -> None:
-        await self.session.add_docs(docs)
-
-    async def delete(self, ids: list[str]) -> None:
-        if ids:
-            await self.session.delete_docs(ids)
-
-
-class LoadedTarget:
-    """A loaded index of a client: queried and read from its in-memory copy, never written."""
-
-    writable = False
-
-    def __init__(self, client: MossClient, name: str) -> None:
-        self.client = client
-        self.name = name
-        self.engine()  # not loaded: MossError NOT_FOUND saying to call load_index first
-
-    @property
-    def model_id(self) -> str:
-        return self.engine().model_id
-
-    def engine(self) -> Engine:
-        self.client._check_open()
-        return self.client._runtime._entry(self.name).engine  # current copy (refresh swaps it)
-
-    async def query(self, text: str, options: QueryOptions) -> SearchResult:
-        return await self.client.query(self.name, text, options)
-
-    async def get(self, ids: list[str] | None) -> list[DocumentInfo]:
-        return self.engine().get_documents(GetDocumentsOptions(doc_ids=ids))
-
-    async def add(self, docs: list[DocumentInfo]) -> None:
-        raise self._read_only()
-
-    async def delete(self, ids: list[str]) -> None:
-        raise self._read_only()
-
-    def _read_only(self) -> InvalidArgumentError:
-        return InvalidArgumentError(
-            f"index {self.name!r} is a loaded index and read-only here: write through "
-            f"`await client.session({self.name!r})` (then push_index) or client.add_docs"
-        )
 
 
 # ---------------------------------------------------------------------------------- embeddings

@@ -27,14 +27,12 @@ from ...errors import InvalidArgumentError, MossError
 from ...session import SessionIndex
 from ...types import DocumentInfo, QueryOptions
 from .._loop import LoopThread
+from .._targets import LoadedTarget, SessionTarget, unit
 from ._documents import (
-    LoadedTarget,
     MossEmbeddings,
-    SessionTarget,
     encode_metadata,
     moss_filter,
     to_document,
-    unit,
 )
 
 __all__ = ["DEFAULT_K", "SEARCH_KWARGS", "MossVectorStore"]
