@@ -437,3 +437,11 @@ def test_serve_passes_allow_private_crawl(
     assert main(["serve", "--data", str(tmp_path / "d"), "--port", "7799", *flag]) == 0
     assert seen["port"] == 7799
     assert seen["allow_private_crawl"] is expected
+
+
+def test_query_cells_show_the_last_heading_and_cap_metadata() -> None:
+    from moss.cli.query import _shown_text
+
+    assert _shown_text("Guide > Install > Linux\nRun the script.") == "Linux — Run the script."
+    assert _shown_text("no trail here\nsecond line") == "no trail here\nsecond line"
+    assert _shown_text("A > B") == "A > B"  # a one-line text is shown as it is

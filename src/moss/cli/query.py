@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgumentError
 from .common import make_client
-from .output import json_out, out, table, terminal_width, wrap
+from .output import fit, json_out, out, table, terminal_width, wrap
 
 if TYPE_CHECKING:
     from ..client import MossClient
@@ -67,6 +67,16 @@ def keyword_scores(client: MossClient, name: str, text: str, ids: list[str]) -> 
 
 def _meta(metadata: dict[str, str] | None) -> str:
     return ", ".join(f"{k}={v}" for k, v in (metadata or {}).items())
+
+
+def _shown_text(text: str) -> str:
+    """A chunk's text for a table cell: a Markdown chunk's heading trail (its first line,
+    ``"Guide > Install > Linux"``) keeps only its last heading, so the cell shows the passage
+    rather than the breadcrumbs; ``--json`` prints the text as stored."""
+    head, sep, body = text.partition("\n")
+    if sep and " > " in head and body.strip():
+        return f"{head.rsplit(' > ', 1)[1]} — {body}"
+    return text
 
 
 async def query(args: argparse.Namespace) -> int:
@@ -132,9 +142,9 @@ async def query(args: argparse.Namespace) -> int:
             row.append(f"{d.score:.3f}")
         if keyword is not None:
             row.append(f"{keyword[n - 1]:.3f}")
-        row.append(d.text)
-        if args.metadata:
-            row.append(_meta(d.metadata))
+        row.append(_shown_text(d.text))
+        if args.metadata:  # at most a third of the width: the text stays readable
+            row.append(fit(_meta(d.metadata), max(20, width // 3)))
         rows.append(row)
     if rows:
         shrink = [1, len(headers) - 1] if args.metadata else [1]
