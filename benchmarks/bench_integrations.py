@@ -9,12 +9,14 @@ other random unit vectors. Every query asks for the top 4 (LangChain's default `
 only, so both sides do exactly the same search:
 
 * ``session.query``: ``await session.query("", QueryOptions(embedding=v, top_k=4))``, the baseline;
-* ``asimilarity_search_by_vector``: the LangChain async method on the same event loop;
-* ``similarity_search_by_vector``: the sync method, called from plain sync code, which hops to the
-  store's private event-loop thread and back.
+* LangChain ``asimilarity_search_by_vector``: the async method on the same event loop;
+* LangChain ``similarity_search_by_vector``: the sync method, called from plain sync code, which
+  hops to the store's private event-loop thread and back;
+* LlamaIndex ``aquery`` / ``query`` with ``VectorStoreQuery(query_embedding=v, similarity_top_k=4)``
+  (when llama-index-core is installed), the same way.
 
-Each round runs the two async variants interleaved query by query (alternating which goes
-first), then the sync one; the p50
+Each round runs the async variants interleaved query by query (rotating which goes first),
+then the sync ones; the p50
 and p99 of each round are reported and the table shows the median over rounds, with the
 overhead = wrapper p50 - ``session.query`` p50. Results are also checked to be identical.
 """
@@ -29,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 import _machine  # noqa: E402  (benchmarks/_machine.py, beside this script)
-from moss import DocumentInfo, MossClient, QueryOptions, SessionIndex  # noqa: E402
+from moss import DocumentInfo, MossClient, MossError, QueryOptions, SessionIndex  # noqa: E402
 
 DIM = 384
 K = 4
@@ -48,7 +51,23 @@ WORDS = "apple banana cherry delta echo falcon garden harbor island jungle kettl
 def machine() -> dict[str, Any]:
     import langchain_core
 
-    return _machine.machine(numpy=np.__version__, langchain_core=langchain_core.__version__)
+    versions = {"numpy": np.__version__, "langchain_core": langchain_core.__version__}
+    try:
+        from importlib.metadata import version
+
+        versions["llama_index_core"] = version("llama-index-core")
+    except ImportError:
+        pass
+    return _machine.machine(**versions)
+
+
+def llamaindex_store(session: SessionIndex) -> Any:
+    """moss.integrations.llamaindex's store over the same session, if llama-index-core is installed."""
+    try:
+        from moss.integrations.llamaindex import MossVectorStore as LlamaStore
+    except MossError:
+        return None
+    return LlamaStore(session)
 
 
 def unit_rows(n: int, seed: int) -> np.ndarray:
@@ -75,32 +94,70 @@ async def open_session(n: int) -> tuple[MossClient, SessionIndex]:
     return client, session
 
 
+AsyncCall = Callable[[list[float]], Awaitable[list[str]]]
+SyncCall = Callable[[list[float]], list[str]]
+
+
+def make_calls(
+    session: SessionIndex, lc: Any, li: Any
+) -> tuple[dict[str, AsyncCall], dict[str, SyncCall]]:
+    """The calls compared, each returning the hit ids (checked equal across calls)."""
+
+    async def base(v: list[float]) -> list[str]:
+        return [d.id for d in (await session.query("", QueryOptions(embedding=v, top_k=K))).docs]
+
+    async def lc_async(v: list[float]) -> list[str]:
+        return [d.id or "" for d in await lc.asimilarity_search_by_vector(v, k=K)]
+
+    def lc_sync(v: list[float]) -> list[str]:
+        return [d.id or "" for d in lc.similarity_search_by_vector(v, k=K)]
+
+    async_calls: dict[str, AsyncCall] = {
+        "session.query": base,
+        "langchain asimilarity_search_by_vector": lc_async,
+    }
+    sync_calls: dict[str, SyncCall] = {"langchain similarity_search_by_vector (sync)": lc_sync}
+    if li is not None:
+        from llama_index.core.vector_stores.types import VectorStoreQuery
+
+        async def li_async(v: list[float]) -> list[str]:
+            return list(
+                (await li.aquery(VectorStoreQuery(query_embedding=v, similarity_top_k=K))).ids
+            )
+
+        def li_sync(v: list[float]) -> list[str]:
+            return list(li.query(VectorStoreQuery(query_embedding=v, similarity_top_k=K)).ids)
+
+        async_calls["llamaindex aquery"] = li_async
+        sync_calls["llamaindex query (sync)"] = li_sync
+    return async_calls, sync_calls
+
+
 async def async_round(
-    session: SessionIndex, store: Any, queries: list[list[float]]
+    calls: dict[str, AsyncCall], queries: list[list[float]]
 ) -> dict[str, list[float]]:
-    base: list[float] = []
-    wrap: list[float] = []
+    names = list(calls)
+    times: dict[str, list[float]] = {name: [] for name in names}
     for n, v in enumerate(queries):
-        # Alternate which call goes first: the second one finds the vector rows warm in cache.
-        for first in (True, False) if n % 2 else (False, True):
+        # Rotate which call goes first: later ones find the vector rows warm in cache.
+        order = names[n % len(names) :] + names[: n % len(names)]
+        ids = []
+        for name in order:
             t0 = time.perf_counter()
-            if first:
-                r = await session.query("", QueryOptions(embedding=v, top_k=K))
-                base.append((time.perf_counter() - t0) * 1e3)
-            else:
-                docs = await store.asimilarity_search_by_vector(v, k=K)
-                wrap.append((time.perf_counter() - t0) * 1e3)
-        assert [d.id for d in r.docs] == [d.id for d in docs]
-    return {"session.query": base, "asimilarity_search_by_vector": wrap}
+            ids.append(await calls[name](v))
+            times[name].append((time.perf_counter() - t0) * 1e3)
+        assert all(x == ids[0] for x in ids), ids
+    return times
 
 
-def sync_round(store: Any, queries: list[list[float]]) -> dict[str, list[float]]:
-    out: list[float] = []
+def sync_round(calls: dict[str, SyncCall], queries: list[list[float]]) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for v in queries:
-        t0 = time.perf_counter()
-        store.similarity_search_by_vector(v, k=K)
-        out.append((time.perf_counter() - t0) * 1e3)
-    return {"similarity_search_by_vector (sync)": out}
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            call(v)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return times
 
 
 def main() -> None:
@@ -119,12 +176,14 @@ def main() -> None:
         os.environ["MOSS_SESSION_CACHE_PATH"] = tmp
         client, session = asyncio.run(open_session(args.docs))
         store = MossVectorStore(session)
+        li_store = llamaindex_store(session)
+        async_calls, sync_calls = make_calls(session, store, li_store)
         queries = unit_rows(args.queries, seed=2).tolist()
-        sync_round(store, queries[:20])  # warm the private loop thread
+        sync_round(sync_calls, queries[:20])  # warm the private loop threads
         rounds: list[dict[str, dict[str, float]]] = []
         for _ in range(args.rounds):
-            times = asyncio.run(async_round(session, store, queries))
-            times.update(sync_round(store, queries))
+            times = asyncio.run(async_round(async_calls, queries))
+            times.update(sync_round(sync_calls, queries))
             rounds.append(
                 {
                     name: {"p50_ms": pct(xs, 0.5), "p99_ms": pct(xs, 0.99)}
@@ -132,6 +191,8 @@ def main() -> None:
                 }
             )
         store.close()
+        if li_store is not None:
+            li_store.close()
         asyncio.run(client.close())
     names = list(rounds[0])
     summary = {
