@@ -337,3 +337,37 @@ def test_import_moss_does_not_import_llamaindex() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "pip install 'mosslite[llamaindex]'" in out.stdout
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not HAS_MODEL, reason="all-MiniLM-L6-v2 weights not installed")
+def test_docs_example_runs(tmp_path: Any) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "integrations" / "llamaindex.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) == 1
+    env = {
+        **os.environ,
+        "MOSS_DATA_DIR": str(tmp_path / "d"),
+        "MOSS_SESSION_CACHE_PATH": str(tmp_path / "c"),
+    }
+    env.pop("MOSS_SERVER_URL", None)
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", blocks[0]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[1] == "refunds:" and lines[-2:] == [
+        "['returns', 'refunds']",
+        "gift-cards",
+    ]

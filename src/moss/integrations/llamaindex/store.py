@@ -201,6 +201,18 @@ class MossVectorStore(BasePydanticVectorStore):
             self._loop.run(self._aclose_owned())
         self._finalizer()
 
+    def __enter__(self) -> MossVectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> MossVectorStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     @property
     def client(self) -> Any:
         """The wrapped :class:`~moss.SessionIndex`, or the :class:`~moss.MossClient`."""
