@@ -48,6 +48,18 @@ from .types import (
     SearchResult,
     validate_index_name,
 )
+from .validation import (
+    check_bool,
+    check_cache_path,
+    check_name_list,
+    check_number,
+    check_project_id,
+    check_project_key,
+    check_query_options,
+    check_query_text,
+    check_server_url,
+    check_string,
+)
 
 __all__ = ["MossClient"]
 
@@ -74,14 +86,10 @@ class MossClient:
         cache_path: str | None = None,
         server_url: str | None = None,
     ) -> None:
-        if not isinstance(project_id, str) or not project_id:
-            raise InvalidArgumentError("project_id must be a non-empty string")
-        if not isinstance(project_key, str):
-            raise InvalidArgumentError("project_key must be a string")
-        self._project_id = project_id
-        self._project_key = project_key
-        self._cache_path = cache_path
-        self._server_url = server_url
+        self._project_id = check_project_id(project_id)
+        self._project_key = check_project_key(project_key)
+        self._cache_path = check_cache_path(cache_path)
+        self._server_url = check_server_url(server_url)
         self._sessions: set[SessionIndex] = set()
         self._closed = False
         self._cloud = CloudIndexes(self)
@@ -112,6 +120,11 @@ class MossClient:
         """
         self._check_open()
         validate_index_name(index_name)
+        check_bool(auto_load_on_init, "auto_load_on_init")
+        if artifact_version is not None:
+            check_string(artifact_version, "artifact_version")
+        if manifest_sha256 is not None:
+            check_string(manifest_sha256, "manifest_sha256")
         if (artifact_version is None) != (manifest_sha256 is None):
             raise InvalidArgumentError(
                 "artifact_version and manifest_sha256 pin a model artifact together: "
@@ -370,8 +383,10 @@ class MossClient:
             RuntimeError: ``Failed to load index '{name}': ...`` for any other failure.
         """
         self._check_open()
+        validate_index_name(name)
+        cache = _load_arguments(auto_refresh, polling_interval_in_seconds, cache_path)
         return await self._runtime.load_index(
-            name, auto_refresh, polling_interval_in_seconds, cache_path
+            name, auto_refresh, polling_interval_in_seconds, cache
         )
 
     async def load_indexes(
@@ -383,8 +398,10 @@ class MossClient:
     ) -> LoadIndexesResult:
         """Load several indexes, at most 8 at a time; successes are kept when others fail."""
         self._check_open()
+        listed = check_name_list(names)
+        cache = _load_arguments(auto_refresh, polling_interval_in_seconds, cache_path)
         return await self._runtime.load_indexes(
-            names, auto_refresh, polling_interval_in_seconds, cache_path
+            listed, auto_refresh, polling_interval_in_seconds, cache
         )
 
     async def unload_index(self, name: str) -> None:
@@ -395,7 +412,10 @@ class MossClient:
     async def unload_indexes(self, names: list[str]) -> None:
         """:meth:`unload_index` for each name."""
         self._check_open()
-        for name in names:
+        listed = check_name_list(names)
+        for name in listed:
+            validate_index_name(name)
+        for name in listed:
             self._runtime.unload(name)
 
     async def was_served_stale(self, name: str) -> bool:
@@ -409,6 +429,9 @@ class MossClient:
     ) -> SearchResult:
         """Search a loaded index (top_k 5, alpha 0.8). Not loaded: ``NOT_FOUND``."""
         self._check_open()
+        validate_index_name(name)
+        check_query_text(query)
+        check_query_options(options)
         return self._runtime.query(name, query, options)
 
     async def query_multi_index(
@@ -419,6 +442,8 @@ class MossClient:
     ) -> SearchResult:
         """One ranking over loaded indexes and this client's sessions (top_k 10, alpha 0.8)."""
         self._check_open()
+        check_query_text(query)
+        check_query_options(options)
         return self._runtime.query_multi(names, query, options)
 
     def _forget_session(self, session: SessionIndex) -> None:
@@ -462,3 +487,10 @@ class MossClient:
         self._sessions.clear()
         self._closed = True
         self._cloud.close()
+
+
+def _load_arguments(auto_refresh: object, interval: object, cache_path: object) -> str | None:
+    """Check the shared arguments of ``load_index(es)``; returns the cache path as a ``str``."""
+    check_bool(auto_refresh, "auto_refresh")
+    check_number(interval, "polling_interval_in_seconds", minimum=0, exclusive=True)
+    return check_cache_path(cache_path)

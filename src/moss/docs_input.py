@@ -40,7 +40,8 @@ from typing import Any, Optional
 from .chunking import chunk_text
 from .errors import InvalidArgumentError
 from .ingest.parsers import parse_bytes
-from .types import Chunking, DocsInput, DocumentInfo, coerce_metadata
+from .types import Chunking, DocsInput, DocumentInfo, coerce_metadata, has_surrogates
+from .validation import check_chunking, check_vector
 
 __all__ = ["MAX_CHUNK_CHARS", "normalize_docs"]
 
@@ -89,10 +90,7 @@ def normalize_docs(
         raise InvalidArgumentError("pass chunker or chunking, not both")
     if chunker is not None and not callable(chunker):
         raise InvalidArgumentError(f"chunker must be callable, not {type(chunker).__name__}")
-    if chunking is not None and not isinstance(chunking, Chunking):
-        raise InvalidArgumentError(
-            f"chunking must be a moss.Chunking, not {type(chunking).__name__}"
-        )
+    check_chunking(chunking)
     if custom_model and (chunker is not None or chunking is not None):
         option = "chunker" if chunker is not None else "chunking"
         raise InvalidArgumentError(
@@ -174,10 +172,31 @@ def _where(index: int, doc_id: object = None) -> str:
     return f"document {index}"
 
 
-def _checked_text(text: object, where: str) -> str:
+def _checked_text(text: object, where: str, field: str = "text") -> str:
     if not isinstance(text, str):
-        raise InvalidArgumentError(f"{where}: text must be a str, not {type(text).__name__}")
+        raise InvalidArgumentError(f"{where}: {field} must be a str, not {type(text).__name__}")
+    if has_surrogates(text):
+        raise InvalidArgumentError(
+            f"{where}: {field} contains a lone surrogate, which cannot be stored as UTF-8"
+        )
     return text
+
+
+def _checked_id(doc_id: object, where: str) -> str:
+    if isinstance(doc_id, str) and has_surrogates(doc_id):
+        raise InvalidArgumentError(
+            f"{where}: id {doc_id!r} contains a lone surrogate, which cannot be stored as UTF-8"
+        )
+    return doc_id  # type: ignore[return-value]
+
+
+def _checked_embedding(embedding: object, where: str) -> object:
+    if embedding is not None:
+        try:
+            check_vector(embedding, "embedding")
+        except InvalidArgumentError as e:
+            raise InvalidArgumentError(f"{where}: {e.message}") from None
+    return embedding
 
 
 def _checked_metadata(metadata: object, where: str) -> Optional[dict[str, str]]:
@@ -193,11 +212,14 @@ def _from_mapping(raw: Mapping[Any, Any], index: int, source: str = "") -> Docum
         raise InvalidArgumentError(f"{where} has no 'id'")
     doc_id = raw["id"]
     if isinstance(doc_id, int) and not isinstance(doc_id, bool):
+        if abs(doc_id) >= 10**100:
+            raise InvalidArgumentError(f"{where}: id is an integer too large to be an id")
         doc_id = str(doc_id)
     if not isinstance(doc_id, str) or not doc_id:
         raise InvalidArgumentError(
             f"{where}: id must be a non-empty str (or an int), got {doc_id!r}"
         )
+    _checked_id(doc_id, where)
     where = f"{source}{_where(index, doc_id)}"
     if "text" not in raw:
         raise InvalidArgumentError(f"{where} has no 'text'")
@@ -205,13 +227,17 @@ def _from_mapping(raw: Mapping[Any, Any], index: int, source: str = "") -> Docum
     if payload is not None and not isinstance(payload, str):
         try:
             payload = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        except RecursionError:
+            raise InvalidArgumentError(f"{where}: payload is nested too deeply") from None
         except (TypeError, ValueError) as e:
             raise InvalidArgumentError(f"{where}: payload is not JSON-serialisable: {e}") from None
+    if payload is not None:
+        _checked_text(payload, where, "payload")
     return DocumentInfo(
         id=doc_id,
         text=_checked_text(raw["text"], where),
         metadata=_checked_metadata(raw.get("metadata"), where),
-        embedding=raw.get("embedding"),
+        embedding=_checked_embedding(raw.get("embedding"), where),  # type: ignore[arg-type]
         payload=payload,
     )
 
@@ -219,16 +245,19 @@ def _from_mapping(raw: Mapping[Any, Any], index: int, source: str = "") -> Docum
 def _from_document_info(doc: DocumentInfo, index: int) -> DocumentInfo:
     if not isinstance(doc.id, str) or not doc.id:
         raise InvalidArgumentError(f"{_where(index)}: id must be a non-empty str, got {doc.id!r}")
+    _checked_id(doc.id, _where(index))
     where = _where(index, doc.id)
     if doc.payload is not None and not isinstance(doc.payload, str):
         raise InvalidArgumentError(
             f"{where}: payload must be a str or None, not {type(doc.payload).__name__}"
         )
+    if doc.payload is not None:
+        _checked_text(doc.payload, where, "payload")
     return DocumentInfo(
         id=doc.id,
         text=_checked_text(doc.text, where),
         metadata=_checked_metadata(doc.metadata, where),
-        embedding=doc.embedding,
+        embedding=_checked_embedding(doc.embedding, where),  # type: ignore[arg-type]
         payload=doc.payload,
     )
 
@@ -261,6 +290,8 @@ def _parse_json_array(text: str, source: str) -> list[Mapping[Any, Any]]:
         raise InvalidArgumentError(
             f"{source} is not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}"
         ) from None
+    except (RecursionError, ValueError) as e:
+        raise _unparsable(source, e) from None
     if isinstance(value, dict):
         raise InvalidArgumentError(
             f"{source} must be a list of documents, not a single dict (a JSON array is expected)"
@@ -298,6 +329,8 @@ def _parse_json_lines(text: str, source: str) -> list[Mapping[Any, Any]]:
             raise InvalidArgumentError(
                 f"{source} line {lineno} is not valid JSON (column {e.colno}): {e.msg}{hint}"
             ) from None
+        except (RecursionError, ValueError) as e:
+            raise _unparsable(f"{source} line {lineno}", e) from None
         if not isinstance(value, dict):
             raise InvalidArgumentError(
                 f"{source} line {lineno} must be a JSON object, not {type(value).__name__}"
@@ -310,8 +343,16 @@ def _is_single_object(text: str) -> bool:
     """Whether ``text`` is one (pretty-printed) JSON object, a common slip for a document list."""
     try:
         return isinstance(json.loads(text.lstrip("\ufeff")), dict)
-    except json.JSONDecodeError:
+    except (RecursionError, ValueError):  # JSONDecodeError is a ValueError
         return False
+
+
+def _unparsable(source: str, error: Exception) -> InvalidArgumentError:
+    """JSON that the parser refuses for its shape, not its syntax: nested too deeply for the
+    recursive decoder, or an integer of more than 4300 digits."""
+    if isinstance(error, RecursionError):
+        return InvalidArgumentError(f"{source} is JSON nested too deeply to read")
+    return InvalidArgumentError(f"{source} cannot be read as JSON: {error}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,7 +364,7 @@ def _from_paths(
 ) -> list[DocumentInfo]:
     out: list[DocumentInfo] = []
     for path in paths:
-        name = os.fsdecode(os.fspath(path))
+        name = _path_name(path)
         suffix = os.path.splitext(name)[1].lower()
         if suffix in _JSON_SUFFIXES or suffix in _JSONL_SUFFIXES:
             text = _read(name)
@@ -361,6 +402,18 @@ def _from_paths(
     return out
 
 
+def _path_name(path: os.PathLike[Any]) -> str:
+    try:
+        name = os.fsdecode(os.fspath(path))
+    except TypeError as e:
+        raise InvalidArgumentError(f"docs holds a path object that is not a path: {e}") from None
+    if has_surrogates(name):
+        raise InvalidArgumentError(
+            f"file name {name!r} is not valid UTF-8; it cannot become a document id"
+        )
+    return name
+
+
 def _read(name: str) -> str:
     return _decode(_read_bytes(name), name)
 
@@ -372,6 +425,8 @@ def _read_bytes(name: str) -> bytes:
     except OSError as e:
         reason = e.strerror or type(e).__name__
         raise InvalidArgumentError(f"cannot read {name}: {reason}") from None
+    except ValueError:  # a NUL character in the name
+        raise InvalidArgumentError(f"cannot read {name!r}: the name contains a NUL") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,6 +444,10 @@ def _call_chunker(chunker: _Chunker, text: str, owner: str) -> list[str]:
             f"chunker must return a list of str; for {owner!r} it returned {_describe(result)}"
         )
     for n, chunk in enumerate(result):
+        if has_surrogates(chunk):
+            raise InvalidArgumentError(
+                f"chunk {n} of {owner!r} contains a lone surrogate, which cannot be stored"
+            )
         if len(chunk) > MAX_CHUNK_CHARS:
             raise InvalidArgumentError(
                 f"chunk {n} of {owner!r} is {len(chunk)} characters long; "

@@ -12,6 +12,7 @@ before or after it, never half of it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,14 @@ from .types import (
     QueryOptions,
     SearchResult,
     upsert_flag,
+)
+from .validation import (
+    check_bool,
+    check_cache_path,
+    check_doc_ids,
+    check_get_options,
+    check_query_options,
+    check_query_text,
 )
 
 if TYPE_CHECKING:
@@ -57,12 +66,35 @@ def default_cache_root() -> Path:
     return Path.home() / ".cache" / "moss"
 
 
+_MAX_COMPONENT = 255  # bytes in one file name on ext4, APFS, NTFS (as UTF-16 units), tmpfs
+_HASHED_PREFIX = 150  # readable start kept in a hashed component
+
+
 def safe_path_component(value: str) -> str:
-    """Make a project id or index name safe as one directory name (no traversal, no separators)."""
-    out = quote(value, safe=" -_.~+=,@()[]{}!$&'")
+    """Make a project id or index name safe as one directory name (no traversal, no separators).
+
+    Percent-encoding keeps it readable and reversible. A name whose encoded form would not fit
+    in one file name (a valid 256-byte name can grow to 768 bytes) becomes a readable prefix,
+    ``#`` and the SHA-256 of the name: deterministic, and never equal to the encoded form of any
+    other name (``#`` is always percent-encoded). Names that fit map to the same directory as
+    in every earlier release, so existing snapshots are still found.
+
+    >>> safe_path_component("notes/2024")
+    'notes%2F2024'
+    >>> len(safe_path_component("é" * 128))
+    215
+    """
+    raw = value.encode("utf-8", "surrogatepass")  # never raises, even for a lone surrogate
+    out = quote(raw, safe=" -_.~+=,@()[]{}!$&'")
     if out in (".", ".."):
         out = out.replace(".", "%2E")
-    return out
+    if len(out) <= _MAX_COMPONENT:
+        return out
+    prefix = out[:_HASHED_PREFIX]
+    cut = prefix.rfind("%", len(prefix) - 2)  # do not split a %XX escape
+    if cut != -1:
+        prefix = prefix[:cut]
+    return f"{prefix}#{hashlib.sha256(raw).hexdigest()}"
 
 
 class SessionIndex:
@@ -152,15 +184,14 @@ class SessionIndex:
     async def delete_docs(self, doc_ids: list[str]) -> int:
         """Remove the ids (unknown ones ignored); returns the number removed."""
         self._check_open()
-        if isinstance(doc_ids, (str, bytes)) or not all(isinstance(i, str) for i in doc_ids):
-            raise InvalidArgumentError("doc_ids must be a list of strings")
-        ids = list(doc_ids)
+        ids = check_doc_ids(doc_ids)
         engine = self._engine
         return await self._write(lambda: engine.delete(ids), len(ids) <= _INLINE_MAX_READ)
 
     async def get_docs(self, options: GetDocumentsOptions | None = None) -> list[DocumentInfo]:
         """Read stored documents in index order (filter, ``sort_by``, ``group_by``: §3.2, §3.7)."""
         self._check_open()
+        check_get_options(options)
         engine = self._engine
         inline = engine.doc_count <= _INLINE_MAX_READ
         return await self._run(lambda: engine.get_documents(options), inline)
@@ -168,6 +199,8 @@ class SessionIndex:
     async def query(self, query: str, options: QueryOptions | None = None) -> SearchResult:
         """Semantic, keyword or hybrid search of the in-memory index (§3.4); top_k 5, alpha 0.8."""
         self._check_open()
+        check_query_text(query)
+        check_query_options(options)
         engine = self._engine
         return await self._run(lambda: engine.query(query, options, index_name=self._name), True)
 
@@ -187,7 +220,9 @@ class SessionIndex:
     # -------------------------------------------------------------- snapshots
 
     def _snapshot_dir(self, cache_path: str | None) -> Path:
-        root = cache_path if cache_path is not None else self._client._cache_path
+        root = check_cache_path(cache_path)
+        if root is None:
+            root = self._client._cache_path
         base = Path(root) if root is not None else default_cache_root()
         return (
             Path(os.path.abspath(base))
@@ -223,6 +258,7 @@ class SessionIndex:
         False; with ``rebuild_legacy`` such vectors are re-embedded locally.
         """
         self._check_open()
+        check_bool(rebuild_legacy, "rebuild_legacy")
         source = self._snapshot_dir(cache_path)
 
         def load() -> Engine:

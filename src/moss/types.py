@@ -38,6 +38,7 @@ __all__ = [
     "SearchResult",
     "coerce_metadata",
     "coerce_metadata_value",
+    "has_surrogates",
     "upsert_flag",
     "validate_index_name",
 ]
@@ -122,7 +123,13 @@ def upsert_flag(options: object) -> bool:
         return True
     if not isinstance(options, MutationOptions):
         raise InvalidArgumentError(f"options must be MutationOptions, not {type(options).__name__}")
-    return True if options.upsert is None else bool(options.upsert)
+    if options.upsert is None:
+        return True
+    if not isinstance(options.upsert, bool):
+        raise InvalidArgumentError(
+            f"upsert must be True or False, not {type(options.upsert).__name__}"
+        )
+    return options.upsert
 
 
 _CHUNK_MODES = ("pages", "sentences")
@@ -172,7 +179,8 @@ def _check_int_range(name: str, value: Optional[int], low: int, high: int) -> Op
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidArgumentError(f"Unsupported {name} {value}. Supported: {low} to {high}")
+        shown = value if not isinstance(value, int) or abs(value) < 10**30 else "(a huge integer)"
+        raise InvalidArgumentError(f"Unsupported {name} {shown}. Supported: {low} to {high}")
     return value
 
 
@@ -331,8 +339,25 @@ _NAME_MESSAGE = (
 )
 
 
+def has_surrogates(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (``"\\udc80"``), which UTF-8 cannot encode."""
+    if text.isascii():  # the common case, and much faster than encoding
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def validate_index_name(name: object) -> str:
-    """Return ``name`` if it is a valid index or session name (docs/api.md §3.9), else raise."""
+    """Return ``name`` if it is a valid index or session name (docs/api.md §3.9), else raise.
+
+    A name with a lone surrogate is refused with its own message: it cannot be stored."""
+    if isinstance(name, str) and has_surrogates(name):
+        raise InvalidArgumentError(
+            "index name contains a lone surrogate (e.g. '\\udc80'), which cannot be stored as UTF-8"
+        )
     if (
         not isinstance(name, str)
         or not name.strip()
@@ -377,7 +402,17 @@ def coerce_metadata(metadata: object) -> Optional[dict[str, str]]:
     for key, value in metadata.items():
         if not isinstance(key, str):
             raise InvalidArgumentError(f"metadata keys must be strings, not {type(key).__name__}")
-        out[key] = coerce_metadata_value(key, value)
+        if has_surrogates(key):
+            raise InvalidArgumentError(
+                f"metadata key {key!r} contains a lone surrogate, which cannot be stored as UTF-8"
+            )
+        text = coerce_metadata_value(key, value)
+        if has_surrogates(text):
+            raise InvalidArgumentError(
+                f"metadata value for {key!r} contains a lone surrogate, which cannot be stored "
+                "as UTF-8"
+            )
+        out[key] = text
     return out
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import validation
 from ..docs_input import normalize_docs
 from ..engine import CUSTOM, Engine
 from ..errors import InvalidArgumentError
@@ -40,7 +41,6 @@ from ..types import (
     JobStatusResponse,
     MutationOptions,
     MutationResult,
-    ParentGrouping,
     PushIndexResult,
     upsert_flag,
     validate_index_name,
@@ -76,23 +76,7 @@ def make_backend(
 
 def check_get_options(options: GetDocumentsOptions | None) -> None:
     """The checks a session applies to ``get_docs`` options, run before anything is sent."""
-    if options is None:
-        return
-    if not isinstance(options, GetDocumentsOptions):
-        raise InvalidArgumentError(
-            f"options must be GetDocumentsOptions, not {type(options).__name__}"
-        )
-    if options.filter is not None:
-        from ..filters import compile_filter
-
-        compile_filter(options.filter)
-    if options.doc_ids is not None and (
-        isinstance(options.doc_ids, (str, bytes))
-        or not all(isinstance(i, str) for i in options.doc_ids)
-    ):
-        raise InvalidArgumentError("doc_ids must be a list of strings")
-    if options.group_by is not None and not isinstance(options.group_by, ParentGrouping):
-        raise InvalidArgumentError("group_by must be a ParentGrouping")
+    validation.check_get_options(options)
 
 
 class CloudIndexes:
@@ -130,14 +114,9 @@ class CloudIndexes:
     async def _wait(
         self, job_id: str, poll_interval_seconds: float, timeout_seconds: float
     ) -> JobRecord:
-        for label, value in (
-            ("poll_interval_seconds", poll_interval_seconds),
-            ("timeout_seconds", timeout_seconds),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise InvalidArgumentError(f"{label} must be a number >= 0, got {value!r}")
-        if not isinstance(job_id, str):
-            raise InvalidArgumentError(f"job_id must be a str, not {type(job_id).__name__}")
+        validation.check_number(poll_interval_seconds, "poll_interval_seconds", minimum=0)
+        validation.check_number(timeout_seconds, "timeout_seconds", minimum=0)
+        validation.check_job_id(job_id)
         backend = self.backend
         deadline = time.monotonic() + timeout_seconds
         interval = max(float(poll_interval_seconds), 0.01)
@@ -172,8 +151,7 @@ class CloudIndexes:
         return rec.status
 
     async def get_job_status(self, job_id: str) -> JobStatusResponse:
-        if not isinstance(job_id, str):
-            raise InvalidArgumentError(f"job_id must be a str, not {type(job_id).__name__}")
+        validation.check_job_id(job_id)
         rec: JobRecord = await self._call(self.backend.get_job, job_id, 0.0)
         return rec.status
 
@@ -194,10 +172,13 @@ class CloudIndexes:
         chunking: Chunking | None = None,
     ) -> MutationResult | JobHandle:
         validate_index_name(name)
+        validation.check_bool(wait, "wait")
         if model_id is not None:
             from ..embedding import check_model_id
 
             check_model_id(model_id)
+        validation.check_chunker(chunker)
+        validation.check_chunking(chunking)
         items: list[DocumentInfo] = await asyncio.to_thread(
             normalize_docs,
             docs,
@@ -228,6 +209,8 @@ class CloudIndexes:
     ) -> MutationResult:
         validate_index_name(name)
         upsert = upsert_flag(options)
+        validation.check_chunker(chunker)
+        validation.check_chunking(chunking)
         info: IndexInfo = await self._call(self.backend.get_index, name)
         model_id = info.model.id
         items: list[DocumentInfo] = await asyncio.to_thread(
@@ -243,9 +226,7 @@ class CloudIndexes:
 
     async def delete_docs(self, name: str, doc_ids: list[str]) -> MutationResult:
         validate_index_name(name)
-        if isinstance(doc_ids, (str, bytes)) or not all(isinstance(i, str) for i in doc_ids):
-            raise InvalidArgumentError("doc_ids must be a list of strings")
-        ids = list(doc_ids)
+        ids = validation.check_doc_ids(doc_ids)
         if not ids:
             raise InvalidArgumentError(
                 "delete_docs needs at least one document id; doc_ids is empty"
