@@ -62,7 +62,10 @@ def batch(n: int, tag: str = "") -> bytes:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
     with ThreadedServer(
-        tmp_path_factory.mktemp("srv"), max_upload_bytes=MAX_UPLOAD, max_json_bytes=MAX_JSON
+        tmp_path_factory.mktemp("srv"),
+        max_upload_bytes=MAX_UPLOAD,
+        max_json_bytes=MAX_JSON,
+        auth_failures_burst=10_000,  # this module fails auth on purpose, many times
     ) as s:
         yield s
 

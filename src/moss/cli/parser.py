@@ -270,6 +270,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="let web sources crawl private, loopback and link-local addresses "
         "(env MOSS_ALLOW_PRIVATE_CRAWL=1; default: refused, see docs/web-sources.md)",
     )
+    p.add_argument("--ssl-certfile", metavar="PEM", help="serve HTTPS with this certificate")
+    p.add_argument("--ssl-keyfile", metavar="PEM", help="private key of --ssl-certfile")
+    limit_flags = (
+        ("--max-upload-bytes", "largest snapshot or document batch (default 4 GiB)"),
+        ("--max-project-bytes", "per-project storage quota (default 50 GiB)"),
+        ("--max-indexes", "per-project index quota (default 1000)"),
+        ("--max-pending-jobs", "per-project unfinished-job quota (default 64)"),
+        ("--max-connections", "open connections before new requests get 503 (default 1000)"),
+    )
+    for flag, text in limit_flags:
+        p.add_argument(flag, type=int, metavar="N", help=text + "; see docs/security.md")
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        metavar="S",
+        help="seconds a client has to send a request's headers (default 10)",
+    )
 
     projects = group(
         "projects",
@@ -285,4 +302,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, metavar="DIR", help="server data directory")
     p.add_argument("--name", help="project name")
+    p = leaf(
+        projects,
+        "rotate-key",
+        "Give a project a new key (printed once); the old key stops working at once.",
+        "moss projects rotate-key proj_0123456789abcdef --data ./moss-data",
+        "server:projects_rotate_key",
+    )
+    p.add_argument("--data", required=True, metavar="DIR", help="server data directory")
+    p.add_argument("project", metavar="PROJECT_ID", help="the project id (proj_...)")
+    p = leaf(
+        projects,
+        "revoke",
+        "Remove a project's key: every request fails until rotate-key (indexes are kept).",
+        "moss projects revoke proj_0123456789abcdef --data ./moss-data",
+        "server:projects_revoke",
+    )
+    p.add_argument("--data", required=True, metavar="DIR", help="server data directory")
+    p.add_argument("project", metavar="PROJECT_ID", help="the project id (proj_...)")
+    p = leaf(
+        projects,
+        "list",
+        "List the projects of a data directory (ids, names, whether each has a key).",
+        "moss projects list --data ./moss-data --json",
+        "server:projects_list",
+    )
+    p.add_argument("--data", required=True, metavar="DIR", help="server data directory")
     return root

@@ -1,4 +1,4 @@
-"""``moss serve`` and ``moss projects create``: the self-hostable server.
+"""``moss serve`` and ``moss projects create|rotate-key|revoke|list``: the self-hostable server.
 
 Both import :mod:`moss.server` only when run, so the CLI works without the ``server`` extra; when
 Starlette or uvicorn is missing they name ``pip install 'mosslite[server]'``. ``serve`` checks what
@@ -20,7 +20,15 @@ from .._version import __version__
 from ..errors import INTERNAL, InvalidArgumentError, MossError
 from .output import json_out, out
 
-__all__ = ["SERVER_HINT", "check_port", "projects_create", "serve"]
+__all__ = [
+    "SERVER_HINT",
+    "check_port",
+    "projects_create",
+    "projects_list",
+    "projects_revoke",
+    "projects_rotate_key",
+    "serve",
+]
 
 SERVER_HINT = "pip install 'mosslite[server]'"
 
@@ -79,15 +87,39 @@ def serve(args: argparse.Namespace) -> int:
             f"data directory {args.data!r} does not exist: create it and a project with "
             f"`moss projects create --data {args.data}` first"
         )
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        raise InvalidArgumentError("TLS needs both --ssl-certfile and --ssl-keyfile")
+    for tls_file in (args.ssl_certfile, args.ssl_keyfile):
+        if tls_file and not Path(tls_file).is_file():
+            raise InvalidArgumentError(f"TLS file {tls_file!r} does not exist")
     server = _server_module(web=True)
+    from ..server.limits import Limits, Quotas
+
+    limits = Limits.from_env(
+        max_upload_bytes=args.max_upload_bytes,
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout,
+    )
+    quotas = Quotas.from_env(
+        max_project_bytes=args.max_project_bytes,
+        max_indexes=args.max_indexes,
+        max_pending_jobs=args.max_pending_jobs,
+    )
     check_port(args.host, args.port)
-    sys.stderr.write(f"moss {__version__} serving {args.data} on http://{args.host}:{args.port}\n")
+    scheme = "https" if args.ssl_certfile else "http"
+    sys.stderr.write(
+        f"moss {__version__} serving {args.data} on {scheme}://{args.host}:{args.port}\n"
+    )
     try:
         server.serve(
             args.data,
             args.host,
             args.port,
             allow_private_crawl=True if args.allow_private_crawl else None,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
+            limits=limits,
+            quotas=quotas,
         )
     except ImportError as e:  # an optional piece the server imports lazily
         raise _missing_extra(e) from e
@@ -106,4 +138,54 @@ async def projects_create(args: argparse.Namespace) -> int:
     else:
         out(f"MOSS_PROJECT_ID={project_id}")
         out(f"MOSS_PROJECT_KEY={project_key}")
+    return 0
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    data = Path(args.data)
+    if not (data / "catalog.sqlite3").is_file():
+        raise InvalidArgumentError(f"{args.data!r} is not a moss server data directory")
+    return data
+
+
+async def projects_rotate_key(args: argparse.Namespace) -> int:
+    """Replace a project's key; print the new one (shown only now)."""
+    from ..server.store import rotate_key
+
+    key = rotate_key(_data_dir(args), args.project)
+    if args.json:
+        json_out({"project_id": args.project, "project_key": key})
+    else:
+        out(f"MOSS_PROJECT_ID={args.project}")
+        out(f"MOSS_PROJECT_KEY={key}")
+    return 0
+
+
+async def projects_revoke(args: argparse.Namespace) -> int:
+    """Remove a project's key (its indexes stay; ``rotate-key`` issues a new key)."""
+    from ..server.store import revoke_key
+
+    revoke_key(_data_dir(args), args.project)
+    if args.json:
+        json_out({"project_id": args.project, "revoked": True})
+    else:
+        out(f"revoked the key of {args.project}; requests with it now fail")
+    return 0
+
+
+async def projects_list(args: argparse.Namespace) -> int:
+    """The data directory's projects (never their keys)."""
+    from ..server.catalog import SqliteCatalog
+
+    catalog = SqliteCatalog(_data_dir(args) / "catalog.sqlite3")
+    try:
+        projects = catalog.list_projects()
+    finally:
+        catalog.close()
+    if args.json:
+        json_out(projects)
+    else:
+        for p in projects:
+            state = "key" if p["has_key"] else "revoked"
+            out(f"{p['project_id']}  {p['name'] or '-'}  {state}  created {p['created_at']}")
     return 0

@@ -192,14 +192,26 @@ class HttpBackend:
         return bool(self._json(self._request("DELETE", _path(name))).get("deleted", False))
 
     def get_docs(self, name: str, options: GetDocumentsOptions | None) -> list[DocumentInfo]:
+        """Every matching document: the server answers in pages (``X-Moss-Next-Cursor``), read
+        here until the last; restarted if the index changes between pages (409)."""
         body = json.dumps(options_to_json(options)).encode("utf-8")
-        r = self._request(
-            "POST",
-            _path(name) + "/docs/query",
-            content=body,
-            headers={"Content-Type": "application/json"},
+        headers = {"Content-Type": "application/json"}
+        for attempt in range(3):
+            docs: list[DocumentInfo] = []
+            cursor: str | None = None
+            while True:
+                url = _path(name) + "/docs/query"
+                params = {"cursor": cursor} if cursor else None
+                r = self._request("POST", url, content=body, headers=headers, params=params)
+                if r.status_code == 409 and cursor is not None and attempt < 2:
+                    break  # the index changed under the pages: start again
+                docs.extend(docs_from_json(self._json(r)))
+                cursor = r.headers.get("x-moss-next-cursor")
+                if not cursor:
+                    return docs
+        raise MossError(
+            f"index {name!r} kept changing while its documents were read", code="CONFLICT"
         )
-        return docs_from_json(self._json(r))
 
     def download(self, name: str, if_version: str | None = None) -> tuple[str, Any]:
         headers = {"If-None-Match": f'"{if_version}"'} if if_version is not None else {}

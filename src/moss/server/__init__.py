@@ -35,6 +35,32 @@ def create_app(data_dir: str | os.PathLike[str], **limits: Any) -> Starlette:
     return _create_app(data_dir, **limits)
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+    import socket
+
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:  # a host name: loopback only if every address it resolves to is
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+PLAINTEXT_WARNING = """\
+WARNING: moss serve is listening on {host}, which is reachable from other machines, WITHOUT TLS.
+Project keys travel in the Authorization header of every request and documents in every body,
+so anyone who can watch this network can read them and act as your projects. Give the server a
+certificate (--ssl-certfile/--ssl-keyfile), or bind it to 127.0.0.1 and put a TLS-terminating
+reverse proxy in front of it (docs/security.md).
+"""
+
+
 def serve(
     data_dir: str | os.PathLike[str],
     host: str = "127.0.0.1",
@@ -42,18 +68,54 @@ def serve(
     *,
     log_level: str = "info",
     allow_private_crawl: bool | None = None,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    limits: Any = None,
+    quotas: Any = None,
 ) -> None:
     """Run the server on ``host:port`` until interrupted (blocking; uvicorn).
 
     Args:
-        data_dir: the data directory (created if missing).
-        host: interface to bind; the default accepts local connections only.
+        data_dir: the data directory (created if missing, mode 0700).
+        host: interface to bind; the default accepts local connections only. Any other address
+            without TLS prints a warning to stderr.
         port: TCP port (0 picks a free one).
         log_level: uvicorn's log level.
         allow_private_crawl: let web sources crawl private addresses (None: the
             ``MOSS_ALLOW_PRIVATE_CRAWL`` environment variable).
+        ssl_certfile: PEM certificate (chain) to serve HTTPS with; needs ``ssl_keyfile``.
+        ssl_keyfile: PEM private key of the certificate.
+        limits: :class:`moss.server.limits.Limits` (default: from ``MOSS_*`` variables).
+        quotas: :class:`moss.server.limits.Quotas` (default: from ``MOSS_*`` variables).
     """
-    app = create_app(data_dir, allow_private_crawl=allow_private_crawl)
+    import sys
+
+    from .limits import Limits, Quotas, uvicorn_config
+
+    if bool(ssl_certfile) != bool(ssl_keyfile):
+        raise ValueError("TLS needs both ssl_certfile and ssl_keyfile")
+    limits = limits or Limits.from_env()
+    app = create_app(
+        data_dir,
+        allow_private_crawl=allow_private_crawl,
+        limits=limits,
+        quotas=quotas or Quotas.from_env(),
+    )
+    if not ssl_certfile and not _is_loopback(host):
+        sys.stderr.write(PLAINTEXT_WARNING.format(host=host))
+        sys.stderr.flush()
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    config = uvicorn_config(
+        app,
+        host,
+        port,
+        limits,
+        log_level=log_level,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:  # uvicorn logged why (a bad certificate, a port taken meanwhile)
+        raise SystemExit(3)

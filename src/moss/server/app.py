@@ -10,7 +10,16 @@ encoded ``/`` stays inside the name and is rejected by the §3.9 name check (``.
 ``INVALID_ARGUMENT``) instead of being decoded into another route.
 
 Errors are ``{"error": {"code", "message", "detail"}}`` with a status per code; anything unexpected
-is logged here and answered with a generic ``INTERNAL`` body, never a stack trace.
+is logged here and answered with a generic ``INTERNAL`` body, never a stack trace. Every endpoint
+is wrapped so that an error becomes a response *returned* to uvicorn (not an exception raised
+through it), which keeps the keep-alive connection open. Malformed client input — JSON nested
+deeper than ``max_json_depth``, options of the wrong type, a corrupt binary body — is a 4xx.
+
+Limits (:mod:`moss.server.limits`, docs/security.md): failed authentications are throttled per
+client address (429 + ``Retry-After``); bodies must arrive at a minimum rate and never stall
+longer than ``body_idle_timeout_s`` (408); concurrent uploads are capped (429); per-project
+quotas answer 413/429. ``get_docs`` over HTTP is paginated (``?limit=&cursor=``, the next cursor
+in ``X-Moss-Next-Cursor``) so no response holds a whole index.
 
 Endpoints (also in ``/openapi.json``)::
 
@@ -22,7 +31,7 @@ Endpoints (also in ``/openapi.json``)::
     PUT    /v1/indexes/{name}/snapshot        push: create or replace (body: snapshot) -> job
     POST   /v1/indexes/{name}/docs            add documents (body: document batch) -> job
     POST   /v1/indexes/{name}/docs/delete     delete documents (JSON {"ids": [...]}) -> job
-    POST   /v1/indexes/{name}/docs/query      get_docs (JSON options) -> documents
+    POST   /v1/indexes/{name}/docs/query?limit=&cursor=   get_docs (JSON options) -> one page
     POST   /v1/indexes/{name}/files?model_id=&parse_options=   create from files (body: MOSSFILES
                                               container, moss.cloud.wire) -> job
     GET    /v1/jobs/{job_id}?wait=SECONDS     job state (optionally long-polling until finished)
@@ -42,11 +51,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import math
 import os
+import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote
 
@@ -81,7 +94,10 @@ from ..sources import (
     check_source_id,
     web_source_to_json,
 )
+from ..types import GetDocumentsOptions
+from .auth import FailureThrottle
 from .catalog import JobRow
+from .limits import RATE_LIMITED, Limits, QuotaError, Quotas
 from .openapi import openapi_document
 from .store import Store, job_status
 
@@ -90,8 +106,8 @@ __all__ = ["DEFAULT_MAX_JSON_BYTES", "DEFAULT_MAX_UPLOAD_BYTES", "create_app"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEFAULT_MAX_UPLOAD_BYTES = 4 << 30
-DEFAULT_MAX_JSON_BYTES = 64 << 20
+DEFAULT_MAX_UPLOAD_BYTES = Limits.max_upload_bytes
+DEFAULT_MAX_JSON_BYTES = Limits.max_json_bytes
 _CHUNK = 4 << 20
 _MAX_WAIT_S = 30.0
 PROJECT_HEADER = "x-moss-project-id"
@@ -114,9 +130,66 @@ class _TooLarge(InvalidArgumentError):
     status = 413
 
 
+# Exceptions that malformed client input can raise from the decoders (never from our own state).
+_BAD_INPUT = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+    MemoryError,
+    struct.error,
+)
+
+
 def _error(err: MossError) -> JSONResponse:
     status = getattr(err, "status", None) or _STATUS.get(err.code or INTERNAL, 500)
-    return JSONResponse(error_body(err), status_code=status)
+    headers = None
+    retry = getattr(err, "retry_after", None)
+    if retry is not None:
+        headers = {"Retry-After": str(max(1, math.ceil(retry)))}
+    return JSONResponse(error_body(err), status_code=status, headers=headers)
+
+
+def _json_depth_ok(obj: Any, limit: int) -> bool:
+    """Whether ``obj`` nests containers at most ``limit`` deep (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > limit:
+                return False
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return True
+
+
+def _check_options(obj: Any) -> None:
+    """Types of the get_docs options that the engine would otherwise trip over."""
+    if not isinstance(obj, dict):
+        return  # options_from_json names the problem
+    ids = obj.get("doc_ids")
+    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
+        raise InvalidArgumentError("doc_ids must be a list of strings")
+    flt = obj.get("filter")
+    if flt is not None and not isinstance(flt, dict):
+        raise InvalidArgumentError("filter must be a JSON object")
+    group = obj.get("group_by")
+    if isinstance(group, dict):
+        for field in ("parent_field", "order_field"):
+            if field in group and not isinstance(group[field], str):
+                raise InvalidArgumentError(f"group_by.{field} must be a metadata field name")
+
+
+def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise InvalidArgumentError(f"{name} must be an integer from {lo} to {hi}")
+    return int(raw)
 
 
 class _Changes:
@@ -138,22 +211,37 @@ class _Changes:
 def create_app(
     data_dir: str | os.PathLike[str],
     *,
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES,
+    limits: Limits | None = None,
+    quotas: Quotas | None = None,
     allow_private_crawl: bool | None = None,
+    **overrides: Any,
 ) -> Starlette:
     """The ASGI app serving the data directory ``data_dir`` (created if missing).
 
     Args:
         data_dir: the store's directory (catalog, blobs).
-        max_upload_bytes: largest accepted snapshot or document batch.
-        max_json_bytes: largest accepted JSON body.
+        limits: request limits (default: :meth:`Limits.from_env`).
+        quotas: per-project quotas (default: :meth:`Quotas.from_env`).
         allow_private_crawl: let web sources crawl private/loopback/link-local addresses
             (None: the ``MOSS_ALLOW_PRIVATE_CRAWL`` environment variable, ``1`` to allow).
+        overrides: individual :class:`Limits` fields, e.g. ``max_upload_bytes=``.
     """
     if allow_private_crawl is None:
         allow_private_crawl = os.environ.get(ALLOW_PRIVATE_CRAWL_ENV, "").lower() in _TRUE
-    store = Store(data_dir, allow_private_crawl=allow_private_crawl)
+    lim = limits or Limits.from_env()
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(Limits)}
+    if unknown:
+        raise TypeError(f"create_app() got unknown limits: {', '.join(sorted(unknown))}")
+    lim = dataclasses.replace(lim, **overrides)
+    max_json_bytes = lim.max_json_bytes
+    store = Store(
+        data_dir,
+        allow_private_crawl=allow_private_crawl,
+        quotas=quotas if quotas is not None else Quotas.from_env(),
+    )
+    throttle = FailureThrottle(lim.auth_failures_burst, lim.auth_failures_per_s)
+    uploads = [0]  # bodies being received now (one event loop: no lock needed)
+    pages: OrderedDict[tuple[str, str, str, str], list[Any]] = OrderedDict()
     changes: list[_Changes] = []
 
     def listener() -> None:
@@ -166,30 +254,127 @@ def create_app(
         return await run_in_threadpool(fn, *args)
 
     async def authenticate(request: Request) -> str:
+        addr = request.client.host if request.client else "unknown"
+        retry = throttle.retry_after(addr)
+        if retry is not None:
+            raise QuotaError(
+                "too many failed authentications from this address; retry later",
+                status=429,
+                code=RATE_LIMITED,
+                retry_after=retry,
+            )
         auth = request.headers.get("authorization", "")
         key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
         project = request.headers.get(PROJECT_HEADER)
-        return await call(store.authenticate, project, key)
+        try:
+            # Verification is one HMAC and one primary-key read: cheaper inline than a thread hop.
+            return store.authenticate(project, key)
+        except MossError as e:
+            if e.code == UNAUTHORIZED:
+                throttle.failed(addr)
+            raise
 
     async def read_json(request: Request) -> Any:
         body = bytearray()
-        async for chunk in _limited(request, max_json_bytes):
+        async for chunk in _limited(request, max_json_bytes, lim):
             body += chunk
         try:
-            return json.loads(body) if body else {}
+            obj = json.loads(body) if body else {}
+        except RecursionError:
+            obj = None
         except ValueError as e:
             raise InvalidArgumentError(f"request body is not valid JSON: {e}") from e
+        if (obj is None and body.strip() != b"null") or not _json_depth_ok(obj, lim.max_json_depth):
+            raise InvalidArgumentError(
+                f"request body nests JSON deeper than {lim.max_json_depth} levels"
+            )
+        return obj
+
+    async def finish(job: JobRow) -> JobRow:
+        try:
+            return await call(store.finish, job)
+        except MossError:
+            raise
+        except _BAD_INPUT as e:  # a decoder tripped over a malformed body
+            raise MossError(
+                f"the request body is malformed ({type(e).__name__})", code=DESERIALIZATION
+            ) from None
 
     async def upload(request: Request, job: JobRow) -> JobRow:
         """Stream the body into the job's input blob, then validate and queue the job."""
         try:
-            with store.input_writer(job) as f:
-                async for chunk in _limited(request, max_upload_bytes):
-                    f.write(chunk)
+            if uploads[0] >= lim.max_concurrent_uploads:
+                raise QuotaError(
+                    f"the server is receiving {uploads[0]} uploads; retry shortly",
+                    status=429,
+                    retry_after=1.0,
+                )
+            limit = lim.max_upload_bytes
+            allowance = await call(store.upload_allowance, job.project_id)
+            quota = allowance is not None and allowance < limit
+            if quota:
+                assert allowance is not None
+                limit = allowance
+            uploads[0] += 1
+            try:
+                with store.input_writer(job) as f:
+                    async for chunk in _limited(request, limit, lim, quota=quota):
+                        f.write(chunk)
+            finally:
+                uploads[0] -= 1
         except BaseException as e:
             await call(store.abort, job, e)
             raise
-        return await call(store.finish, job)
+        return await finish(job)
+
+    async def docs_page(request: Request, project: str, name: str) -> Response:
+        """One page of get_docs; pages are cut from one version's full, ordered result."""
+        body = await read_json(request)
+        _check_options(body)
+        options = options_from_json(body)
+        size = lim.docs_page_size
+        limit = _int_param(request, "limit", size, 1, size)
+        cursor = request.query_params.get("cursor")
+        offset, want = 0, None
+        if cursor:
+            want, _, off = cursor.rpartition(":")
+            if not off.isdigit() or len(off) > 12:
+                raise InvalidArgumentError("cursor is not one this server issued")
+            offset = int(off)
+        version, docs = await cached_docs(project, name, options, body)
+        if want is not None and want != version:
+            raise MossError(
+                f"index {name!r} changed while its documents were paged; start again",
+                code=CONFLICT,
+            )
+        page = docs[offset : offset + limit]
+        headers = {"X-Moss-Version": version}
+        if offset + limit < len(docs):
+            headers["X-Moss-Next-Cursor"] = f"{version}:{offset + limit}"
+        return JSONResponse(docs_to_json(page), headers=headers)
+
+    async def cached_docs(
+        project: str, name: str, options: GetDocumentsOptions, body: Any
+    ) -> tuple[str, list[Any]]:
+        # The (small) cache keeps a paging client from recomputing the whole result per page.
+        current = (await call(store.get_index, project, name)).version
+        options_key = json.dumps(body, sort_keys=True, default=str)
+        hit = pages.get((project, name, current, options_key))
+        if hit is not None:
+            pages.move_to_end((project, name, current, options_key))
+            return current, hit
+        try:
+            version, docs = await call(store.get_docs_versioned, project, name, options)
+        except MossError:
+            raise
+        except _BAD_INPUT as e:  # options of the right JSON types but unusable values
+            raise InvalidArgumentError(
+                f"invalid get_docs options ({type(e).__name__}: {e})"
+            ) from None
+        pages[(project, name, version, options_key)] = docs
+        while len(pages) > 4:
+            pages.popitem(last=False)
+        return version, docs
 
     def job_json(job: JobRow) -> JSONResponse:
         return JSONResponse(job_to_json(JobRecord(job_status(job), job.index_name, job.doc_count)))
@@ -257,7 +442,7 @@ def create_app(
             except BaseException as e:
                 await call(store.abort, job, e)
                 raise
-            return job_json(await call(store.finish, job))
+            return job_json(await finish(job))
         if sub == ("files",) and method == "POST":
             params = {
                 "model_id": request.query_params.get("model_id"),
@@ -266,9 +451,7 @@ def create_app(
             job = await call(store.begin, project, name, "files", params)
             return job_json(await upload(request, job))
         if sub == ("docs", "query") and method == "POST":
-            options = options_from_json(await read_json(request))
-            docs = await call(store.get_docs, project, name, options)
-            return JSONResponse(docs_to_json(docs))
+            return await docs_page(request, project, name)
         raise MossError(f"no such endpoint: {method} {request.url.path}", code=NOT_FOUND)
 
     async def web_sources(request: Request) -> Response:
@@ -342,6 +525,23 @@ def create_app(
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return _error(MossError("internal server error", code=INTERNAL))
 
+    def guard(handler: Callable[[Request], Awaitable[Response]]) -> Callable[..., Any]:
+        """Answer every error from ``handler`` with a response (see the module docstring)."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except MossError as e:
+                return _error(e)
+            except ClientDisconnect:
+                return Response(status_code=400)
+            except HTTPException as e:
+                return await on_http_error(request, e)
+            except Exception as e:
+                return await on_unexpected(request, e)
+
+        return endpoint
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         changes.append(_Changes(asyncio.get_running_loop()))
@@ -352,15 +552,21 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/openapi.json", openapi, methods=["GET"]),
-            Route("/healthz", health, methods=["GET"]),
-            Route("/v1/indexes", list_indexes, methods=["GET"]),
-            Route("/v1/jobs/{job_id}", job, methods=["GET"]),
-            Route("/v1/web-sources", web_sources, methods=["GET", "POST"]),
-            Route("/v1/web-sources/{source_id}", web_source, methods=["GET", "PATCH", "DELETE"]),
-            Route("/v1/web-sources/{source_id}/resync", resync_web_source, methods=["POST"]),
+            Route("/openapi.json", guard(openapi), methods=["GET"]),
+            Route("/healthz", guard(health), methods=["GET"]),
+            Route("/v1/indexes", guard(list_indexes), methods=["GET"]),
+            Route("/v1/jobs/{job_id}", guard(job), methods=["GET"]),
+            Route("/v1/web-sources", guard(web_sources), methods=["GET", "POST"]),
             Route(
-                "/v1/indexes/{rest:path}", index_resource, methods=["GET", "POST", "PUT", "DELETE"]
+                "/v1/web-sources/{source_id}",
+                guard(web_source),
+                methods=["GET", "PATCH", "DELETE"],
+            ),
+            Route("/v1/web-sources/{source_id}/resync", guard(resync_web_source), methods=["POST"]),
+            Route(
+                "/v1/indexes/{rest:path}",
+                guard(index_resource),
+                methods=["GET", "POST", "PUT", "DELETE"],
             ),
         ],
         exception_handlers={
@@ -372,6 +578,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.store = store
+    app.state.limits = lim
     return app
 
 
@@ -398,17 +605,44 @@ def _json_param(value: str | None) -> Any:
         raise InvalidArgumentError(f"a query parameter is not valid JSON: {e}") from None
 
 
-async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
+async def _limited(
+    request: Request, limit: int, lim: Limits, *, quota: bool = False
+) -> AsyncIterator[bytes]:
+    """The request body in chunks, enforcing a size limit (413), an idle timeout and a minimum
+    average rate after a grace period (408: a slow body must not hold a worker forever)."""
+    what = "the project's storage quota" if quota else f"the limit of {limit} bytes"
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge(f"request body exceeds the limit of {limit} bytes")
+        raise _TooLarge(f"request body exceeds {what}")
     seen = 0
-    async for chunk in request.stream():
+    start = time.monotonic()
+    rate = lim.body_min_rate
+    while True:
+        elapsed = time.monotonic() - start
+        # The moment the bytes seen so far fall below the minimum average rate.
+        behind = lim.body_grace_s + seen / rate - elapsed if rate > 0 else math.inf
+        wait = min(lim.body_idle_timeout_s, behind)
+        try:
+            if wait <= 0:
+                raise asyncio.TimeoutError
+            message = await asyncio.wait_for(request.receive(), wait)
+        except asyncio.TimeoutError:
+            raise QuotaError(
+                f"request body arrived too slowly (under {rate:.0f} bytes/s on average, or "
+                f"nothing for {lim.body_idle_timeout_s:g} s)",
+                status=408,
+                code=INVALID_ARGUMENT,
+            ) from None
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         seen += len(chunk)
         if seen > limit:
-            raise _TooLarge(f"request body exceeds the limit of {limit} bytes")
+            raise _TooLarge(f"request body exceeds {what}")
         if chunk:
             yield chunk
+        if not message.get("more_body", False):
+            return
 
 
 async def _stream_file(f: BinaryIO) -> AsyncIterator[bytes]:

@@ -97,7 +97,8 @@ class FileBlobStore:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".tmp-{path.name}-{secrets.token_hex(4)}"
-        f = open(tmp, "wb")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        f = os.fdopen(os.open(tmp, flags, 0o600), "wb")  # blobs are private to the owner
         try:
             yield f
             f.flush()

@@ -19,15 +19,15 @@ released, and the next store to look (on start-up, then every few seconds) marks
 unfinished jobs failed. Several processes may share a directory: SQLite serialises the catalog, and
 the claim rule in the catalog keeps jobs on one index in submission order across processes.
 
-**Keys** are stored as salted scrypt hashes and compared with :func:`hmac.compare_digest`. Because
-scrypt is deliberately slow, a key that verified once is remembered as an HMAC under a per-process
-secret, so an authenticated request costs one HMAC, not one scrypt.
+**Keys** are stored as HMAC-SHA256 digests under the directory's server secret and checked
+against the catalog on every request (:mod:`moss.server.auth`), so a rotated or revoked key stops
+working at once in every process. **Quotas** (:class:`~moss.server.limits.Quotas`: stored bytes,
+indexes, unfinished jobs per project) are checked when a job is submitted.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import hmac
 import json
 import logging
@@ -58,41 +58,88 @@ from ..types import (
     ModelRef,
     validate_index_name,
 )
+from .auth import (
+    KEY_SCHEME_HMAC,
+    KEY_SCHEME_SCRYPT,
+    MAX_KEY_CHARS,
+    key_digest,
+    load_secret,
+    new_key,
+    private_dir,
+    scrypt_digest,
+)
 from .catalog import IndexRow, JobRow, SqliteCatalog
+from .limits import QuotaError, Quotas
 from .owners import OwnerLock, owner_alive
 from .storage import FileBlobStore
 from .websources import WebSources
 
-__all__ = ["CATALOG_FILE", "EMBEDDED_IDLE_EXIT_S", "Store", "create_project", "job_status"]
+__all__ = [
+    "CATALOG_FILE",
+    "EMBEDDED_IDLE_EXIT_S",
+    "Store",
+    "create_project",
+    "job_status",
+    "revoke_key",
+    "rotate_key",
+]
 
 log = logging.getLogger(__name__)
 
 KINDS = ("create", "add", "delete", "push", "files", "crawl", "purge")
-_SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 EMBEDDED_IDLE_EXIT_S = 5.0
 CATALOG_FILE = "catalog.sqlite3"
 _INTERRUPTED = "the job was interrupted: the process running it stopped before it finished"
 _VERSION_PREFIX = "versions/"
 
 
-def _hash_key(key: str, salt: bytes) -> bytes:
-    return hashlib.scrypt(key.encode("utf-8"), salt=salt, **_SCRYPT)  # type: ignore[arg-type]
-
-
 def create_project(data_dir: str | os.PathLike[str], name: str | None = None) -> tuple[str, str]:
     """Create a project in a server data directory and return ``(project_id, project_key)``.
 
-    The key is shown only here; the catalog keeps a salted scrypt hash of it.
+    The key is shown only here; the catalog keeps its HMAC under the directory's server secret.
     """
+    root = Path(data_dir)
+    private_dir(root)
     project_id = "proj_" + secrets.token_hex(8)
-    key = "moss_" + secrets.token_urlsafe(32)
-    salt = secrets.token_bytes(16)
-    catalog = SqliteCatalog(Path(data_dir) / CATALOG_FILE)
+    key = new_key()
+    digest = key_digest(load_secret(root), key)
+    catalog = SqliteCatalog(root / CATALOG_FILE)
     try:
-        catalog.add_project(project_id, name, salt, _hash_key(key, salt))
+        catalog.add_project(project_id, name, None, digest, KEY_SCHEME_HMAC)
     finally:
         catalog.close()
     return project_id, key
+
+
+def _existing_catalog(data_dir: str | os.PathLike[str]) -> SqliteCatalog:
+    root = Path(data_dir)
+    if not (root / CATALOG_FILE).is_file():
+        raise MossError(f"{str(root)!r} is not a moss server data directory", code=NOT_FOUND)
+    return SqliteCatalog(root / CATALOG_FILE)
+
+
+def rotate_key(data_dir: str | os.PathLike[str], project_id: str) -> str:
+    """Give a project a new key (returned once); the old key stops working immediately."""
+    key = new_key()
+    digest = key_digest(load_secret(Path(data_dir)), key)
+    catalog = _existing_catalog(data_dir)
+    try:
+        if not catalog.set_project_key(project_id, digest, KEY_SCHEME_HMAC):
+            raise MossError(f"project {project_id!r} not found", code=NOT_FOUND)
+    finally:
+        catalog.close()
+    return key
+
+
+def revoke_key(data_dir: str | os.PathLike[str], project_id: str) -> None:
+    """Remove a project's key: every request for it fails until ``rotate_key`` issues a new one.
+    The project's indexes are kept."""
+    catalog = _existing_catalog(data_dir)
+    try:
+        if not catalog.set_project_key(project_id, None, None):
+            raise MossError(f"project {project_id!r} not found", code=NOT_FOUND)
+    finally:
+        catalog.close()
 
 
 # ------------------------------------------------------------------------------ the store
@@ -115,11 +162,13 @@ class Store:
         run_jobs: bool = True,
         idle_exit_s: float | None = None,
         allow_private_crawl: bool = False,
+        quotas: Quotas | None = None,
     ) -> None:
         from .jobs import JobRunner
 
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
+        self.quotas = quotas or Quotas.unlimited()
         self.catalog = SqliteCatalog(self.root / CATALOG_FILE)
         self.blobs = FileBlobStore(self.root / "blobs")
         self.owner = secrets.token_hex(8)
@@ -127,8 +176,8 @@ class Store:
         self._owner_lock = OwnerLock(self._owners_dir, self.owner)
         self._changed = threading.Condition()
         self.listeners: list[Callable[[], None]] = []  # called on every job state change
-        self._secret = secrets.token_bytes(32)
-        self._verified: dict[str, bytes] = {}
+        self._secret = load_secret(self.root)
+        self._dummy = key_digest(self._secret, "")
         self._readers: OrderedDict[str, Any] = OrderedDict()  # version key -> Engine
         self._readers_lock = threading.Lock()
         self._refs = 0
@@ -221,26 +270,74 @@ class Store:
         self.catalog.add_project(project_id, None, None, None)
 
     def authenticate(self, project_id: str | None, key: str | None) -> str:
-        """Check a project's key in constant time; returns the project id.
+        """Check a project's key against the catalog in constant time; returns the project id.
+
+        A key stored in the legacy scrypt form is verified once that way and then replaced by its
+        HMAC (see :mod:`moss.server.auth`).
 
         Raises:
-            MossError: code ``UNAUTHORIZED`` for a missing, unknown or wrong credential.
+            MossError: code ``UNAUTHORIZED`` for a missing, unknown, revoked or wrong credential.
         """
         if not project_id or not key:
             raise MossError("missing project credentials", code=UNAUTHORIZED)
-        tag = hmac.new(self._secret, f"{project_id}\0{key}".encode(), "sha256").digest()
-        cached = self._verified.get(project_id)
-        if cached is not None and hmac.compare_digest(cached, tag):
-            return project_id
+        if len(key) > MAX_KEY_CHARS or len(project_id) > 128:
+            raise MossError("invalid project credentials", code=UNAUTHORIZED)
+        digest = key_digest(self._secret, key)
         stored = self.catalog.project_key(project_id)
-        salt, expected = stored if stored is not None else (None, None)
-        if salt is None or expected is None:
-            _hash_key(key, b"\0" * 16)  # same work whether or not the project exists
+        scheme, salt, expected = stored if stored is not None else (None, None, None)
+        if expected is None:
+            hmac.compare_digest(digest, self._dummy)  # same work whether or not it exists
             raise MossError("invalid project credentials", code=UNAUTHORIZED)
-        if not hmac.compare_digest(_hash_key(key, salt), expected):
+        if scheme == KEY_SCHEME_SCRYPT and salt is not None:
+            if not hmac.compare_digest(scrypt_digest(key, salt), expected):
+                raise MossError("invalid project credentials", code=UNAUTHORIZED)
+            self.catalog.set_project_key(project_id, digest, KEY_SCHEME_HMAC, expect=expected)
+            return project_id
+        if not hmac.compare_digest(digest, expected):
             raise MossError("invalid project credentials", code=UNAUTHORIZED)
-        self._verified[project_id] = tag
         return project_id
+
+    # -------------------------------------------------------------- quotas
+
+    def stored_bytes(self, project_id: str) -> int:
+        """Bytes of a project's current index versions (what its storage quota counts)."""
+        total = 0
+        for row in self.catalog.list_indexes(project_id):
+            if row.version is not None:
+                with contextlib.suppress(KeyError):
+                    total += self.blobs.size(row.version)
+        return total
+
+    def upload_allowance(self, project_id: str) -> int | None:
+        """Bytes the project may still upload under its storage quota (None: no quota)."""
+        limit = self.quotas.max_project_bytes
+        return None if limit is None else max(0, limit - self.stored_bytes(project_id))
+
+    def _check_quotas(self, project_id: str, name: str, kind: str) -> None:
+        q = self.quotas
+        if q.max_pending_jobs is not None:
+            pending = self.catalog.count_pending(project_id)
+            if pending >= q.max_pending_jobs:
+                raise QuotaError(
+                    f"project has {pending} unfinished jobs (quota {q.max_pending_jobs}); "
+                    "wait for some to finish",
+                    status=429,
+                )
+        if q.max_indexes is not None and kind in ("create", "files", "push"):
+            names = {r.name for r in self.catalog.list_indexes(project_id)}
+            if name not in names and len(names) >= q.max_indexes:
+                raise QuotaError(
+                    f"project has {len(names)} indexes (quota {q.max_indexes}); delete one first",
+                    status=429,
+                )
+        if q.max_project_bytes is not None and kind not in ("delete",):
+            used = self.stored_bytes(project_id)
+            if used >= q.max_project_bytes:
+                raise QuotaError(
+                    f"project stores {used} bytes (quota {q.max_project_bytes}); "
+                    "delete indexes or documents first",
+                    status=413,
+                )
 
     # -------------------------------------------------------------- indexes
 
@@ -309,11 +406,18 @@ class Store:
         self, project_id: str, name: str, options: GetDocumentsOptions | None = None
     ) -> list[DocumentInfo]:
         """Stored documents (filter, sort, group as in a session), without embeddings."""
+        return self.get_docs_versioned(project_id, name, options)[1]
+
+    def get_docs_versioned(
+        self, project_id: str, name: str, options: GetDocumentsOptions | None = None
+    ) -> tuple[str, list[DocumentInfo]]:
+        """:meth:`get_docs` and the version it read ("" before the first version): the HTTP
+        layer pages through one version and notices when the index changed between pages."""
         row = self._row(project_id, name)
         if row.version is None:
-            return []
+            return "", []
         engine = self._reader(row.version)
-        return engine.get_documents(options)  # type: ignore[no-any-return]
+        return row.version[len(_VERSION_PREFIX) :], engine.get_documents(options)
 
     def _reader(self, key: str) -> Any:
         """A read-only engine of one immutable version (small LRU, never mutated)."""
@@ -340,6 +444,7 @@ class Store:
         validate_index_name(name)
         if kind not in KINDS or kind in ("crawl", "purge"):  # those two are queued internally
             raise InvalidArgumentError(f"unknown job kind {kind!r}")
+        self._check_quotas(project_id, name, kind)
         params = dict(params or {})
         index_id = None
         if kind in ("create", "files"):

@@ -137,19 +137,15 @@ class ThreadedServer:
         import uvicorn
 
         from .app import create_app
+        from .limits import uvicorn_config
 
         self.data_dir = Path(data_dir)
         self.project = create_project(self.data_dir, "test")
         self.app = create_app(self.data_dir, **limits)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
+        config = uvicorn_config(
+            self.app, "127.0.0.1", self.port, self.app.state.limits, log_level="warning"
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, daemon=True)
