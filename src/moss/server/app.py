@@ -267,8 +267,8 @@ def create_app(
         key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
         project = request.headers.get(PROJECT_HEADER)
         try:
-            # Verification is one HMAC and one primary-key read: cheaper inline than a thread hop.
-            return store.authenticate(project, key)
+            # In a worker thread: the catalog read may wait for a write transaction.
+            return await call(store.authenticate, project, key)
         except MossError as e:
             if e.code == UNAUTHORIZED:
                 throttle.failed(addr)
