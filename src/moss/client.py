@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Union
 
-from .cloud import CloudIndexes
+from .cloud import CloudIndexes, storage_error
 from .cloud import ingest as cloud_ingest
 from .engine import CUSTOM, Engine
 from .errors import NOT_FOUND, InvalidArgumentError, MossError
@@ -51,6 +51,7 @@ from .types import (
 from .validation import (
     check_bool,
     check_cache_path,
+    check_model_id_type,
     check_name_list,
     check_number,
     check_project_id,
@@ -130,7 +131,7 @@ class MossClient:
                 "artifact_version and manifest_sha256 pin a model artifact together: "
                 "pass both or neither"
             )
-        if model_id is not None:
+        if check_model_id_type(model_id) is not None:
             from .embedding import check_model_id
 
             check_model_id(model_id)
@@ -305,6 +306,7 @@ class MossClient:
             RuntimeError: the job failed, e.g. ``No readable text was found in 'scan.pdf'``.
         """
         self._check_open()
+        check_model_id_type(model_id)
         return await cloud_ingest.create_index_from_files(
             self._cloud, name, files, model_id, parse_options
         )
@@ -338,6 +340,7 @@ class MossClient:
     async def get_web_source(self, source_id: str) -> WebSource:
         """One web source. Unknown id: ``MossError`` code ``NOT_FOUND``."""
         self._check_open()
+        check_string(source_id, "source_id")
         return await cloud_ingest.get_web_source(self._cloud, source_id)
 
     async def update_web_source(
@@ -352,6 +355,7 @@ class MossClient:
                 ``NOT_FOUND`` for an unknown source.
         """
         self._check_open()
+        check_string(source_id, "source_id")
         return await cloud_ingest.update_web_source(self._cloud, source_id, options)
 
     async def resync_web_source(self, source_id: str) -> ResyncWebSourceResult:
@@ -359,12 +363,14 @@ class MossClient:
 
         Returns the crawl already queued or running, if there is one."""
         self._check_open()
+        check_string(source_id, "source_id")
         return await cloud_ingest.resync_web_source(self._cloud, source_id)
 
     async def delete_web_source(self, source_id: str) -> DeleteWebSourceResult:
         """Delete a source; ``purge_job_id`` removes its pages from the index, which is kept
         (documents added otherwise, and other sources' pages, are untouched)."""
         self._check_open()
+        check_string(source_id, "source_id")
         return await cloud_ingest.delete_web_source(self._cloud, source_id)
 
     # -------------------------------------------------------------- loaded indexes
@@ -385,9 +391,14 @@ class MossClient:
         self._check_open()
         validate_index_name(name)
         cache = _load_arguments(auto_refresh, polling_interval_in_seconds, cache_path)
-        return await self._runtime.load_index(
-            name, auto_refresh, polling_interval_in_seconds, cache
-        )
+        try:
+            return await self._runtime.load_index(
+                name, auto_refresh, polling_interval_in_seconds, cache
+            )
+        except RuntimeError as e:
+            if type(e) is RuntimeError and isinstance(e.__cause__, OSError):
+                raise storage_error(e.__cause__) from e.__cause__
+            raise
 
     async def load_indexes(
         self,
@@ -442,6 +453,10 @@ class MossClient:
     ) -> SearchResult:
         """One ranking over loaded indexes and this client's sessions (top_k 10, alpha 0.8)."""
         self._check_open()
+        if isinstance(names, (list, tuple)):
+            for item in names:
+                if not isinstance(item, SessionIndex):
+                    validate_index_name(item)
         check_query_text(query)
         check_query_options(options)
         return self._runtime.query_multi(names, query, options)

@@ -40,7 +40,7 @@ from typing import Any, Optional
 from .chunking import chunk_text
 from .errors import InvalidArgumentError
 from .ingest.parsers import parse_bytes
-from .types import Chunking, DocsInput, DocumentInfo, coerce_metadata, has_surrogates
+from .types import Chunking, DocsInput, DocumentInfo, coerce_metadata, has_surrogates, safe_repr
 from .validation import check_chunking, check_vector
 
 __all__ = ["MAX_CHUNK_CHARS", "normalize_docs"]
@@ -217,7 +217,7 @@ def _from_mapping(raw: Mapping[Any, Any], index: int, source: str = "") -> Docum
         doc_id = str(doc_id)
     if not isinstance(doc_id, str) or not doc_id:
         raise InvalidArgumentError(
-            f"{where}: id must be a non-empty str (or an int), got {doc_id!r}"
+            f"{where}: id must be a non-empty str (or an int), got {safe_repr(doc_id)}"
         )
     _checked_id(doc_id, where)
     where = f"{source}{_where(index, doc_id)}"
@@ -244,7 +244,9 @@ def _from_mapping(raw: Mapping[Any, Any], index: int, source: str = "") -> Docum
 
 def _from_document_info(doc: DocumentInfo, index: int) -> DocumentInfo:
     if not isinstance(doc.id, str) or not doc.id:
-        raise InvalidArgumentError(f"{_where(index)}: id must be a non-empty str, got {doc.id!r}")
+        raise InvalidArgumentError(
+            f"{_where(index)}: id must be a non-empty str, got {safe_repr(doc.id)}"
+        )
     _checked_id(doc.id, _where(index))
     where = _where(index, doc.id)
     if doc.payload is not None and not isinstance(doc.payload, str):

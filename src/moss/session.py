@@ -262,7 +262,15 @@ class SessionIndex:
         source = self._snapshot_dir(cache_path)
 
         def load() -> Engine:
-            if not source.exists():
+            try:
+                exists = source.exists()
+            except OSError as e:  # a name too long for the file system, a loop of links
+                raise MossError(
+                    f"cannot read the session snapshot at {source}: {e.strerror or e}",
+                    code=DESERIALIZATION,
+                    detail=f"{type(e).__name__}: {e}",
+                ) from e
+            if not exists:
                 raise MossError(f"no session snapshot at {source}", code=DESERIALIZATION)
             data = read_dir(source)
             try:

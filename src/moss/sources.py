@@ -26,6 +26,7 @@ from typing import Any, Literal, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import CONFLICT, InvalidArgumentError, MossError
+from .types import safe_repr
 
 __all__ = [
     "CONFLICT",
@@ -149,7 +150,7 @@ def check_file_specs(specs: Sequence[tuple[object, object, int]]) -> None:
         seen.add(name)
         if content_type not in CONTENT_TYPES:
             raise _invalid(
-                f"Unsupported content type {content_type!r} for file {name!r}. Supported: "
+                f"Unsupported content type {safe_repr(content_type)} for file {name!r}. Supported: "
                 + ", ".join(CONTENT_TYPES)
             )
         if size > MAX_FILE_BYTES:
@@ -179,13 +180,15 @@ def check_parse_options(options: object) -> dict[str, Any]:
         value = getattr(options, name)
         if value is not None:
             if value not in allowed:
-                raise _invalid(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+                raise _invalid(
+                    f"{name} must be one of {', '.join(allowed)}, got {safe_repr(value)}"
+                )
             out[name] = value
     for name in ("use_high_resolution", "merge_tables"):
         value = getattr(options, name)
         if value is not None:
             if not isinstance(value, bool):
-                raise _invalid(f"{name} must be a bool, got {value!r}")
+                raise _invalid(f"{name} must be a bool, got {safe_repr(value)}")
             out[name] = value
     if out.get("ocr_mode") == "full_ocr":
         raise _invalid(
@@ -364,7 +367,7 @@ def normalize_root_url(url: object) -> str:
         raise _invalid(f"root_url {url!r} is not a valid URL: {e}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
-        raise _invalid(f"root_url must be an absolute http(s) URL, got {url!r}")
+        raise _invalid(f"root_url must be an absolute http(s) URL, got {safe_repr(url)}")
     if parts.username or parts.password:
         raise _invalid("root_url must not contain credentials")
     host = parts.hostname.lower()
@@ -385,7 +388,7 @@ def _int_setting(name: str, value: object) -> int:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise _invalid(f"{name} must be an integer from {low} to {high}, got {value!r}")
+        raise _invalid(f"{name} must be an integer from {low} to {high}, got {safe_repr(value)}")
     return int(value)
 
 
@@ -399,7 +402,9 @@ def _globs(name: str, value: object) -> list[str]:
         raise _invalid(f"{name} must not exceed {_MAX_GLOBS} patterns")
     for g in out:
         if not isinstance(g, str) or not g.startswith("/") or len(g) > 512:
-            raise _invalid(f"{name} entries must be path globs starting with '/', got {g!r}")
+            raise _invalid(
+                f"{name} entries must be path globs starting with '/', got {safe_repr(g)}"
+            )
     return out
 
 
@@ -407,7 +412,7 @@ def _bool_setting(name: str, value: object, default: bool) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise _invalid(f"{name} must be a bool, got {value!r}")
+        raise _invalid(f"{name} must be a bool, got {safe_repr(value)}")
     return value
 
 
@@ -436,7 +441,9 @@ def create_settings(options: object) -> tuple[dict[str, Any], str | None]:
     o: CreateWebSourceOptions = _options(options, CreateWebSourceOptions)
     cadence = o.refresh_cadence
     if cadence is not None and cadence not in _CADENCES:
-        raise _invalid(f"refresh_cadence must be None, 'daily' or 'weekly', got {cadence!r}")
+        raise _invalid(
+            f"refresh_cadence must be None, 'daily' or 'weekly', got {safe_repr(cadence)}"
+        )
     settings = {
         "max_pages": _int_setting("max_pages", o.max_pages),
         "max_depth": _int_setting("max_depth", o.max_depth),
@@ -473,7 +480,8 @@ def update_settings(options: object) -> tuple[dict[str, Any], bool]:
     if o.refresh_cadence is not None:
         if o.refresh_cadence not in (*_CADENCES, "manual"):
             raise _invalid(
-                f"refresh_cadence must be 'daily', 'weekly' or 'manual', got {o.refresh_cadence!r}"
+                "refresh_cadence must be 'daily', 'weekly' or 'manual', "
+                f"got {safe_repr(o.refresh_cadence)}"
             )
         changes["refresh_cadence"] = o.refresh_cadence
     return changes, _bool_setting("resync", o.resync, False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -39,6 +40,7 @@ __all__ = [
     "coerce_metadata",
     "coerce_metadata_value",
     "has_surrogates",
+    "safe_repr",
     "upsert_flag",
     "validate_index_name",
 ]
@@ -157,7 +159,7 @@ class Chunking:
         _check_int_range("markdown_header_depth", self.markdown_header_depth, 1, 6)
         if self.mode not in _CHUNK_MODES:
             raise InvalidArgumentError(
-                f"Unsupported mode {self.mode!r}. Supported: {', '.join(_CHUNK_MODES)}"
+                f"Unsupported mode {safe_repr(self.mode)}. Supported: {', '.join(_CHUNK_MODES)}"
             )
 
     @property
@@ -179,7 +181,7 @@ def _check_int_range(name: str, value: Optional[int], low: int, high: int) -> Op
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        shown = value if not isinstance(value, int) or abs(value) < 10**30 else "(a huge integer)"
+        shown = value if isinstance(value, int) and abs(value) < 10**30 else safe_repr(value)
         raise InvalidArgumentError(f"Unsupported {name} {shown}. Supported: {low} to {high}")
     return value
 
@@ -337,6 +339,19 @@ _NAME_MESSAGE = (
     'index name must not be blank, "." or "..", must not contain "/" or control characters, '
     "and must be at most 256 bytes"
 )
+
+
+def safe_repr(value: object, limit: int = 80) -> str:
+    """A short ``repr`` for error messages that cannot fail: ``repr`` itself raises for integers
+    of more than 4300 digits, for lists nested thousands deep, and for objects whose ``__repr__``
+    raises."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<an integer of {value.bit_length()} bits>"
+    try:
+        text = reprlib.repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def has_surrogates(text: str) -> bool:

@@ -38,6 +38,7 @@ from .types import (
     QueryOptions,
     coerce_metadata,
     has_surrogates,
+    safe_repr,
     validate_index_name,
 )
 
@@ -64,6 +65,7 @@ __all__ = [
     "check_string",
     "coerce_metadata",
     "has_surrogates",
+    "safe_repr",
     "validate_index_name",
 ]
 
@@ -127,9 +129,7 @@ def check_number(
 
 
 def _short(value: object) -> str:
-    if isinstance(value, int) and value.bit_length() > 64:
-        return f"an integer of {value.bit_length()} bits"
-    return repr(value)
+    return safe_repr(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,6 +176,12 @@ def check_cache_path(value: object, what: str = "cache_path") -> Optional[str]:
             raise InvalidArgumentError(f"{what} must not contain NUL characters")
         if not path:
             raise InvalidArgumentError(f"{what} must not be empty")
+        try:
+            os.fsencode(path)
+        except UnicodeEncodeError:
+            raise InvalidArgumentError(
+                f"{what} cannot be encoded for the file system (a lone surrogate?)"
+            ) from None
         return path
     raise InvalidArgumentError(f"{what} must be a str or os.PathLike path, not {_type_name(value)}")
 
@@ -329,14 +335,11 @@ def check_chunker(value: object) -> Optional[Callable[[str], list[str]]]:
 
 
 def check_model_id_type(value: object) -> Optional[str]:
-    """``None`` or a string model id (whether the model exists is checked by the embedder)."""
+    """``None`` or a string model id (``moss.embedding.check_model_id`` then says whether such a
+    model exists, listing the accepted ids)."""
     if value is None:
         return None
-    if not isinstance(value, str) or has_surrogates(value):
-        from .embedding import check_model_id
-
-        check_model_id(value)
-    return value  # type: ignore[return-value]
+    return check_string(value, "model_id")
 
 
 def check_vector(value: object, what: str) -> None:

@@ -18,6 +18,7 @@ encoded requests and fail the same way. The backend is created on first use: con
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import threading
 import time
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .. import validation
 from ..docs_input import normalize_docs
 from ..engine import CUSTOM, Engine
-from ..errors import InvalidArgumentError
+from ..errors import INTERNAL, InvalidArgumentError, MossError
 from ..jobs import JobHandle
 from ..snapshot import SnapshotData, pack, unpack
 from ..types import (
@@ -51,7 +52,14 @@ from .wire import JobRecord, encode_batch
 if TYPE_CHECKING:
     from ..client import MossClient
 
-__all__ = ["Backend", "CloudIndexes", "fetch_snapshot", "make_backend", "push_snapshot"]
+__all__ = [
+    "Backend",
+    "CloudIndexes",
+    "fetch_snapshot",
+    "make_backend",
+    "push_snapshot",
+    "storage_error",
+]
 
 SERVER_URL_ENV = "MOSS_SERVER_URL"
 DEFAULT_POLL_INTERVAL_S = 2.0
@@ -92,12 +100,15 @@ class CloudIndexes:
         with self._lock:
             if self._backend is None:
                 c = self._client
-                self._backend = make_backend(
-                    c._project_id,
-                    c._project_key,
-                    cache_path=c._cache_path,
-                    server_url=c._server_url,
-                )
+                try:
+                    self._backend = make_backend(
+                        c._project_id,
+                        c._project_key,
+                        cache_path=c._cache_path,
+                        server_url=c._server_url,
+                    )
+                except OSError as e:
+                    raise storage_error(e) from e
             return self._backend
 
     def close(self) -> None:
@@ -107,7 +118,10 @@ class CloudIndexes:
             backend.close()
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.to_thread(fn, *args)
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except OSError as e:  # the embedded store's disk: typed, like every other failure
+            raise storage_error(e) from e
 
     # -------------------------------------------------------------- jobs
 
@@ -173,7 +187,7 @@ class CloudIndexes:
     ) -> MutationResult | JobHandle:
         validate_index_name(name)
         validation.check_bool(wait, "wait")
-        if model_id is not None:
+        if validation.check_model_id_type(model_id) is not None:
             from ..embedding import check_model_id
 
             check_model_id(model_id)
@@ -269,6 +283,18 @@ class CloudIndexes:
         blob = await asyncio.to_thread(pack, data)
         rec: JobRecord = await self._call(self.backend.push, name, blob)
         return PushIndexResult(rec.job_id, name, data.doc_count, rec.status.status.value)
+
+
+def storage_error(e: OSError) -> MossError:
+    """A ``MossError`` (code ``INTERNAL``) for a failure of the local store's files: a cache
+    path that is not a directory, a name too long, a full disk, no permission."""
+    name = errno.errorcode.get(e.errno or 0, type(e).__name__)
+    where = f" ({e.filename})" if e.filename else ""
+    return MossError(
+        f"the local index store failed: {e.strerror or name}{where}",
+        code=INTERNAL,
+        detail=f"{name}: {e}",
+    )
 
 
 def _batch(items: list[DocumentInfo], model_id: str, upsert: bool) -> bytes:
