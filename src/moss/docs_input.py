@@ -41,7 +41,7 @@ from .chunking import chunk_text
 from .errors import InvalidArgumentError
 from .ingest.parsers import parse_bytes
 from .types import Chunking, DocsInput, DocumentInfo, coerce_metadata, has_surrogates, safe_repr
-from .validation import check_chunking, check_vector
+from .validation import check_chunking
 
 __all__ = ["MAX_CHUNK_CHARS", "normalize_docs"]
 
@@ -190,15 +190,6 @@ def _checked_id(doc_id: object, where: str) -> str:
     return doc_id  # type: ignore[return-value]
 
 
-def _checked_embedding(embedding: object, where: str) -> object:
-    if embedding is not None:
-        try:
-            check_vector(embedding, "embedding")
-        except InvalidArgumentError as e:
-            raise InvalidArgumentError(f"{where}: {e.message}") from None
-    return embedding
-
-
 def _checked_metadata(metadata: object, where: str) -> Optional[dict[str, str]]:
     try:
         return coerce_metadata(metadata)
@@ -237,7 +228,7 @@ def _from_mapping(raw: Mapping[Any, Any], index: int, source: str = "") -> Docum
         id=doc_id,
         text=_checked_text(raw["text"], where),
         metadata=_checked_metadata(raw.get("metadata"), where),
-        embedding=_checked_embedding(raw.get("embedding"), where),  # type: ignore[arg-type]
+        embedding=raw.get("embedding"),
         payload=payload,
     )
 
@@ -259,7 +250,7 @@ def _from_document_info(doc: DocumentInfo, index: int) -> DocumentInfo:
         id=doc.id,
         text=_checked_text(doc.text, where),
         metadata=_checked_metadata(doc.metadata, where),
-        embedding=_checked_embedding(doc.embedding, where),  # type: ignore[arg-type]
+        embedding=doc.embedding,
         payload=doc.payload,
     )
 

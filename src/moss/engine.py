@@ -96,7 +96,7 @@ def as_vector(value: object, dim: int | None, what: str = "embedding") -> np.nda
     """Convert a caller's vector to float32, checking shape, length and finiteness."""
     try:
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:  # OverflowError: an int over 1e308
         raise InvalidArgumentError(f"{what} must be a sequence of numbers") from e
     if arr.ndim != 1 or arr.size == 0:
         raise InvalidArgumentError(f"{what} must be a non-empty 1-D sequence of numbers")
