@@ -9,7 +9,9 @@ Every public ``MossClient`` / ``SessionIndex`` method and option constructor is 
 hostile arguments against an embedded store in a temporary directory. Unlike the test, the run
 does not stop at the first untyped exception: it counts them and groups them by call and
 exception type (the first example of each group is printed). A rejected call that changed
-stored data still stops the run (``AssertionError``). Prints a JSON report.
+stored data still stops the run (``AssertionError``), and so does a disagreement between the
+session and the store on the same ``add_docs`` / ``get_docs`` / ``delete_docs`` arguments (one
+accepts, the other rejects). Prints a JSON report.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from tests.test_fuzz_api import CALLS, fuzz_api  # noqa: E402
+from tests.test_fuzz_api import CALLS, agreement, fuzz_api  # noqa: E402
 
 import _machine  # noqa: E402
 import moss  # noqa: E402
@@ -34,11 +36,14 @@ import moss  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--examples", type=int, default=3000)
+    ap.add_argument("--agree", type=int, default=1000, help="session/store agreement examples")
     ap.add_argument("--random", action="store_true", help="a fresh random seed (else fixed)")
     args = ap.parse_args()
     logging.disable(logging.CRITICAL)  # refresh warnings of pollers are expected noise here
     t0 = time.perf_counter()
     env = fuzz_api(args.examples, derandomize=not args.random, stop_at_untyped=False)
+    t1 = time.perf_counter()
+    agreed = agreement(args.agree, derandomize=not args.random)  # raises on a disagreement
     per_call = {k[5:]: v for k, v in sorted(env.counts.items()) if k.startswith("call:")}
     report = {
         "machine": _machine.machine(moss=moss.__version__),
@@ -49,7 +54,10 @@ def main() -> None:
         "untyped": env.counts["untyped"],
         "untyped_groups": env.untyped,
         "rejected_but_changed_data": 0,  # any such outcome raises before this point
-        "seconds": round(time.perf_counter() - t0, 1),
+        "seconds": round(t1 - t0, 1),
+        "session_store_agreement": dict(sorted(agreed.items())),
+        "session_store_disagreements": 0,  # any raises before this point
+        "agreement_seconds": round(time.perf_counter() - t1, 1),
     }
     print(json.dumps(report, indent=1, ensure_ascii=True))
 

@@ -286,6 +286,17 @@ mappings = st.fixed_dictionaries(
         "embedding": vectors,
     },
 )
+clean_docs = st.lists(
+    st.builds(
+        DocumentInfo,
+        id=st.sampled_from(["1", "5", "6", "é/../x"]),
+        text=st.text(max_size=30),
+        metadata=st.none() | st.dictionaries(st.sampled_from(["team", "n"]), st.text(max_size=5)),
+        payload=st.none() | st.text(max_size=5),
+    ),
+    min_size=1,
+    max_size=3,
+)
 docs_arg = st.one_of(
     hostile,
     st.lists(documents, min_size=1, max_size=3),
@@ -620,3 +631,57 @@ def test_fuzz_public_api() -> None:
     assert env.counts["rejected"] > 100 and env.counts["ok"] > 40, env.counts
     covered = {k[5:] for k in env.counts if k.startswith("call:")}
     assert covered == set(CALLS)
+
+
+def _outcome(env: Env, coro: Any) -> str:
+    try:
+        env.run(coro)
+    except Exception as e:
+        assert _typed(e), f"untyped {type(e).__name__}: {_safe(e)}"
+        return f"rejected ({type(e).__name__})"
+    return "ok"
+
+
+def agreement(examples: int, *, derandomize: bool = True) -> Counter[str]:
+    """The same hostile ``add_docs`` / ``get_docs`` / ``delete_docs`` arguments on the cloud
+    index and on the session must be accepted by both or rejected by both: the session is not
+    more lenient than the store (nor stricter). Returns outcome counts."""
+    counts: Counter[str] = Counter()
+    with environment() as env:
+
+        @settings(
+            max_examples=examples,
+            derandomize=derandomize,
+            database=None,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(
+            st.sampled_from(["add_docs", "get_docs", "delete_docs"]),
+            st.one_of(clean_docs, docs_arg),
+            mutation_options,
+            get_options,
+            st.one_of(st.just(["99"]), hostile),
+        )
+        def body(method: str, docs: Any, mopts: Any, gopts: Any, ids: Any) -> None:
+            c, s = env.client, env.session
+            if method == "add_docs":
+                pair = (c.add_docs("idx", docs, mopts), s.add_docs(docs, mopts))
+            elif method == "get_docs":
+                pair = (c.get_docs("idx", gopts), s.get_docs(gopts))
+            else:
+                if isinstance(ids, list) and not ids:
+                    ids = ["99"]  # documented difference: the cloud refuses an empty list
+                pair = (c.delete_docs("idx", ids), s.delete_docs(ids))
+            cloud, session = _outcome(env, pair[0]), _outcome(env, pair[1])
+            assert cloud.split()[0] == session.split()[0], (method, cloud, session)
+            counts[f"{method}: {cloud.split()[0]}"] += 1
+
+        body()
+    return counts
+
+
+@pytest.mark.skipif(not HAS_MODEL, reason="the model wheel is not installed")
+def test_session_and_store_agree_on_what_they_reject() -> None:
+    counts = agreement(300)
+    assert counts["add_docs: rejected"] > 10 and counts["add_docs: ok"] > 3, counts
