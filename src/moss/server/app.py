@@ -183,6 +183,14 @@ def _check_options(obj: Any) -> None:
                 raise InvalidArgumentError(f"group_by.{field} must be a metadata field name")
 
 
+def _only_params(request: Request, *allowed: str) -> None:
+    """Refuse query parameters the endpoint does not define (a typo must not pass silently)."""
+    unknown = sorted(set(request.query_params) - set(allowed))
+    if unknown:
+        names = ", ".join(repr(u[:40]) for u in unknown[:5])
+        raise InvalidArgumentError(f"unknown query parameter(s) {names} for {request.method}")
+
+
 def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
@@ -389,12 +397,14 @@ def create_app(
 
     async def list_indexes(request: Request) -> Response:
         project = await authenticate(request)
+        _only_params(request)
         infos = await call(store.list_indexes, project)
         return JSONResponse([index_to_json(i) for i in infos])
 
     async def job(request: Request) -> Response:
         project = await authenticate(request)
         job_id = request.path_params["job_id"]
+        _only_params(request, "wait")
         try:
             wait = min(float(request.query_params.get("wait", "0")), _MAX_WAIT_S)
         except ValueError:
@@ -416,6 +426,7 @@ def create_app(
         project = await authenticate(request)
         name, sub = _split(request)
         method = request.method
+        _only_params(request, *_QUERY.get((sub, method), ()))
         if sub == () and method == "GET":
             return JSONResponse(index_to_json(await call(store.get_index, project, name)))
         if sub == () and method == "DELETE":
@@ -452,10 +463,14 @@ def create_app(
             return job_json(await upload(request, job))
         if sub == ("docs", "query") and method == "POST":
             return await docs_page(request, project, name)
-        raise MossError(f"no such endpoint: {method} {request.url.path}", code=NOT_FOUND)
+        allowed = _ALLOW.get(sub)
+        if allowed is None:
+            raise MossError(f"no such endpoint: {method} {request.url.path}", code=NOT_FOUND)
+        raise HTTPException(405, headers={"Allow": allowed})
 
     async def web_sources(request: Request) -> Response:
         project = await authenticate(request)
+        _only_params(request, *(("index_name",) if request.method == "GET" else ()))
         if request.method == "GET":
             index_name = request.query_params.get("index_name")
             found = await call(store.web.list, project, index_name)
@@ -474,6 +489,7 @@ def create_app(
     async def web_source(request: Request) -> Response:
         project = await authenticate(request)
         source_id = check_source_id(request.path_params["source_id"])
+        _only_params(request)
         if request.method == "GET":
             return JSONResponse(web_source_to_json(await call(store.web.get, project, source_id)))
         if request.method == "DELETE":
@@ -490,6 +506,7 @@ def create_app(
     async def resync_web_source(request: Request) -> Response:
         project = await authenticate(request)
         source_id = check_source_id(request.path_params["source_id"])
+        _only_params(request)
         started = await call(store.web.resync, project, source_id)
         return JSONResponse({"id": started.id, "job_id": started.job_id, "status": started.status})
 
@@ -516,7 +533,7 @@ def create_app(
         assert isinstance(exc, HTTPException)
         code = NOT_FOUND if exc.status_code == 404 else INVALID_ARGUMENT
         err = MossError(f"{exc.detail}: {request.method} {request.url.path}", code=code)
-        return JSONResponse(error_body(err), status_code=exc.status_code)
+        return JSONResponse(error_body(err), status_code=exc.status_code, headers=exc.headers)
 
     async def on_disconnect(request: Request, exc: Exception) -> Response:
         return Response(status_code=400)
@@ -563,11 +580,8 @@ def create_app(
                 methods=["GET", "PATCH", "DELETE"],
             ),
             Route("/v1/web-sources/{source_id}/resync", guard(resync_web_source), methods=["POST"]),
-            Route(
-                "/v1/indexes/{rest:path}",
-                guard(index_resource),
-                methods=["GET", "POST", "PUT", "DELETE"],
-            ),
+            # Every method: index_resource answers 405 with the sub-resource's own Allow.
+            Route("/v1/indexes/{rest:path}", guard(index_resource), methods=_METHODS),
         ],
         exception_handlers={
             MossError: on_moss_error,
@@ -580,6 +594,22 @@ def create_app(
     app.state.store = store
     app.state.limits = lim
     return app
+
+
+_QUERY = {
+    ((), "POST"): ("model_id",),
+    (("files",), "POST"): ("model_id", "parse_options"),
+    (("docs", "query"), "POST"): ("limit", "cursor"),
+}
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
+_ALLOW = {
+    (): "GET, POST, DELETE",
+    ("snapshot",): "GET, PUT",
+    ("docs",): "POST",
+    ("docs", "delete"): "POST",
+    ("docs", "query"): "POST",
+    ("files",): "POST",
+}
 
 
 def _split(request: Request) -> tuple[str, tuple[str, ...]]:

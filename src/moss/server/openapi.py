@@ -2,18 +2,102 @@
 
 Written by hand rather than generated: the API is small, and the binary bodies and the error
 envelope are described more precisely this way. ``tests/test_server.py`` checks that every route
-the app serves is documented here.
+the app serves is documented here; ``tests/test_openapi_conformance.py`` runs schemathesis against
+a live server: what the document calls valid must be accepted, what it calls invalid refused, and
+every answer must match it. Hence the exact constraints: index names (pattern and length), the
+model enum, the metadata-filter grammar as a recursive schema, every status code the server can
+send.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from .._version import __version__
+from ..embedding.base import BUILTIN_MODEL_IDS, CUSTOM_MODEL_ID
 
 __all__ = ["openapi_document"]
 
-_BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+_BINARY = {
+    "application/octet-stream": {
+        "schema": {
+            "type": "string",
+            "format": "binary",
+            "description": "The moss snapshot container (moss.snapshot.pack): magic "
+            "'MOSSSNAP', format version, a JSON manifest with SHA-256, then 64-byte aligned "
+            "sections (documents as JSON, vectors as little-endian float32, index arrays), "
+            "each CRC-32 checked. A document batch is the same container without index "
+            "arrays. Anything else is 422 DESERIALIZATION.",
+        }
+    }
+}
+_NAME_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 256,
+    # Not blank, not '.' or '..', no '/', no C0/C1 control characters (and at most 256 UTF-8
+    # bytes, which JSON Schema cannot say).
+    "pattern": r"^(?!\.\.?$)(?=[\s\S]*\S)[^/\x00-\x1f\x7f-\x9f]+$",
+}
+_MODEL = {"type": "string", "enum": [*BUILTIN_MODEL_IDS, CUSTOM_MODEL_ID]}
+_DECIMAL = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_SCALAR = {"type": ["string", "number", "boolean"]}
+_NUMERIC = {"anyOf": [{"type": "number"}, {"type": "string", "pattern": f"^{_DECIMAL}$"}]}
+_FILTER_SCHEMAS: dict[str, Any] = {
+    "Filter": {
+        "description": "Metadata filter (docs/api.md §3.8): a leaf {field, condition} or "
+        "{$and: [...]} / {$or: [...]}, nested to any depth (64 JSON levels per request).",
+        "anyOf": [
+            {"$ref": "#/components/schemas/FilterLeaf"},
+            {
+                "type": "object",
+                "properties": {
+                    "$and": {"type": "array", "items": {"$ref": "#/components/schemas/Filter"}}
+                },
+                "required": ["$and"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "properties": {
+                    "$or": {"type": "array", "items": {"$ref": "#/components/schemas/Filter"}}
+                },
+                "required": ["$or"],
+                "additionalProperties": False,
+            },
+        ],
+    },
+    "FilterLeaf": {
+        "type": "object",
+        "properties": {
+            "field": {"type": "string"},
+            "condition": {
+                "type": "object",
+                "minProperties": 1,
+                "additionalProperties": False,
+                "properties": {
+                    "$eq": _SCALAR,
+                    "$ne": _SCALAR,
+                    "$gt": _NUMERIC,
+                    "$gte": _NUMERIC,
+                    "$lt": _NUMERIC,
+                    "$lte": _NUMERIC,
+                    "$in": {"type": "array", "items": _SCALAR},
+                    "$nin": {"type": "array", "items": _SCALAR},
+                    "$near": {
+                        "type": "string",
+                        "description": "'lat,lng,radius_m' (radius >= 0)",
+                        "pattern": rf"^\s*{_DECIMAL}\s*,\s*{_DECIMAL}\s*,\s*\+?"
+                        r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*$",
+                    },
+                },
+            },
+        },
+        "required": ["field", "condition"],
+        "additionalProperties": False,
+    },
+}
 
 
 def _json(ref: str) -> dict[str, Any]:
@@ -29,10 +113,18 @@ _ERRORS = {
         "description": "INVALID_ARGUMENT (bad name, options or input)",
         "content": _json("Error"),
     },
+    "405": {"description": "Method not allowed (see the Allow header)"},
+    "408": {"description": "The request body arrived too slowly", "content": _json("Error")},
+    "429": {
+        "description": "RATE_LIMITED (failed authentications) or QUOTA_EXCEEDED (unfinished "
+        "jobs, indexes, concurrent uploads); see Retry-After",
+        "content": _json("Error"),
+    },
+    "503": {"description": "MODEL_UNAVAILABLE, or the connection limit", "content": _json("Error")},
     "401": {"description": "UNAUTHORIZED (bad project credentials)", "content": _json("Error")},
     "404": {"description": "NOT_FOUND (unknown index or job)", "content": _json("Error")},
     "413": {
-        "description": "INVALID_ARGUMENT (body over the size limit)",
+        "description": "INVALID_ARGUMENT (body over the size limit) or QUOTA_EXCEEDED (storage)",
         "content": _json("Error"),
     },
     "422": {
@@ -48,7 +140,7 @@ _NAME = {
     "required": True,
     "description": "Index name, percent-encoded (API.md §3.9: not blank, '.' or '..', no '/' or "
     "control characters, at most 256 UTF-8 bytes).",
-    "schema": {"type": "string"},
+    "schema": _NAME_SCHEMA,
 }
 
 
@@ -57,7 +149,7 @@ _SOURCE = {
     "in": "path",
     "required": True,
     "description": "Web source id (ws_...)",
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
 }
 
 
@@ -67,6 +159,23 @@ def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document as a JSON-ready dict."""
+    doc = _document()
+    schemas = doc["components"]["schemas"]
+    options = schemas["WebSourceOptions"]
+    options["additionalProperties"] = False  # the server refuses unknown options
+    glob = {"type": "string", "pattern": "^/", "maxLength": 512}
+    options["properties"]["include_paths"]["items"] = glob
+    options["properties"]["exclude_paths"]["items"] = glob
+    update = copy.deepcopy(options)
+    del update["properties"]["model_id"]  # an index keeps its model
+    schemas["WebSourceUpdate"] = update
+    del options["properties"]["resync"]  # a new source always crawls
+    options["properties"]["refresh_cadence"] = {"enum": ["daily", "weekly", None]}
+    options["properties"]["model_id"] = {"enum": list(BUILTIN_MODEL_IDS)}
+    return doc
+
+
+def _document() -> dict[str, Any]:
     job = {"200": _ok("Job", "The job, status building (or failed)")}
     return {
         "openapi": "3.1.0",
@@ -100,6 +209,8 @@ def openapi_document() -> dict[str, Any]:
                                         "DESERIALIZATION",
                                         "MODEL_UNAVAILABLE",
                                         "INTERNAL",
+                                        "QUOTA_EXCEEDED",
+                                        "RATE_LIMITED",
                                     ],
                                 },
                                 "message": {"type": "string"},
@@ -169,12 +280,22 @@ def openapi_document() -> dict[str, Any]:
                     "type": "object",
                     "properties": {
                         "doc_ids": {"type": ["array", "null"], "items": {"type": "string"}},
-                        "filter": {"type": ["object", "null"]},
+                        "filter": {
+                            "anyOf": [{"$ref": "#/components/schemas/Filter"}, {"type": "null"}]
+                        },
                         "sort_by": {"type": ["string", "null"]},
                         "ascending": {"type": ["boolean", "null"]},
-                        "group_by": {"type": ["object", "null"]},
+                        "group_by": {
+                            "type": ["object", "null"],
+                            "properties": {
+                                "parent_field": {"type": "string"},
+                                "order_field": {"type": "string"},
+                            },
+                            "required": ["parent_field", "order_field"],
+                        },
                     },
                 },
+                **_FILTER_SCHEMAS,
                 "WebSourceOptions": {
                     "type": "object",
                     "description": "Crawl settings; omitted fields keep their default (create) "
@@ -205,7 +326,7 @@ def openapi_document() -> dict[str, Any]:
                     "type": "object",
                     "properties": {
                         "root_url": {"type": "string", "format": "uri"},
-                        "index_name": {"type": "string"},
+                        "index_name": _NAME_SCHEMA,
                         "options": {"$ref": "#/components/schemas/WebSourceOptions"},
                     },
                     "required": ["root_url", "index_name"],
@@ -262,7 +383,9 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "DeleteDocs": {
                     "type": "object",
-                    "properties": {"ids": {"type": "array", "items": {"type": "string"}}},
+                    "properties": {
+                        "ids": {"type": "array", "items": {"type": "string"}, "minItems": 1}
+                    },
                     "required": ["ids"],
                 },
             },
@@ -278,12 +401,7 @@ def openapi_document() -> dict[str, Any]:
                     "Create an index from a document batch (a job)",
                     {**job, "409": {"description": "ALREADY_EXISTS", "content": _json("Error")}},
                     parameters=[
-                        {
-                            "name": "model_id",
-                            "in": "query",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
+                        {"name": "model_id", "in": "query", "required": True, "schema": _MODEL}
                     ],
                     requestBody={"required": True, "content": _BINARY},
                 ),
@@ -330,8 +448,39 @@ def openapi_document() -> dict[str, Any]:
             "/v1/indexes/{name}/docs/query": {
                 "parameters": [_NAME],
                 "post": _op(
-                    "Read stored documents (no embeddings)",
-                    {"200": _ok("DocumentList")},
+                    "Read stored documents (no embeddings), one page at a time",
+                    {
+                        "200": {
+                            "description": "One page; X-Moss-Next-Cursor names the next",
+                            "content": _json("DocumentList"),
+                            "headers": {
+                                "X-Moss-Next-Cursor": {
+                                    "description": "pass as ?cursor= for the next page; absent "
+                                    "on the last page",
+                                    "schema": {"type": "string"},
+                                },
+                                "X-Moss-Version": {"schema": {"type": "string"}},
+                            },
+                        },
+                        "409": {
+                            "description": "CONFLICT: the cursor is of an older index version",
+                            "content": _json("Error"),
+                        },
+                    },
+                    parameters=[
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        },
+                        {
+                            "name": "cursor",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "pattern": "^[0-9a-f]*:[0-9]{1,12}$"},
+                        },
+                    ],
                     requestBody={"required": False, "content": _json("GetDocumentsOptions")},
                 ),
             },
@@ -342,12 +491,7 @@ def openapi_document() -> dict[str, Any]:
                     "server (a job)",
                     {**job, "409": {"description": "ALREADY_EXISTS", "content": _json("Error")}},
                     parameters=[
-                        {
-                            "name": "model_id",
-                            "in": "query",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        },
+                        {"name": "model_id", "in": "query", "required": True, "schema": _MODEL},
                         {
                             "name": "parse_options",
                             "in": "query",
@@ -373,7 +517,7 @@ def openapi_document() -> dict[str, Any]:
                             "name": "index_name",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "string"},
+                            "schema": _NAME_SCHEMA,
                         }
                     ],
                 ),
@@ -398,7 +542,7 @@ def openapi_document() -> dict[str, Any]:
                             "content": _json("Error"),
                         },
                     },
-                    requestBody={"required": True, "content": _json("WebSourceOptions")},
+                    requestBody={"required": True, "content": _json("WebSourceUpdate")},
                 ),
                 "delete": _op(
                     "Delete a web source; a job removes its pages (the index is kept)",
