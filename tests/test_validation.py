@@ -159,6 +159,9 @@ def test_valid_calls_still_work(tmp_path: Path) -> None:
         assert (await client.delete_docs("idx", iter(["0"]))).doc_count == 2
         hits = await s.query("", QueryOptions(embedding=[1.0, 0.5, 0.0, 1.0], top_k=1))
         assert len(hits.docs) == 1
+        for huge in (10**8, 2**61):  # was a MemoryError / ValueError sizing an output buffer
+            hits = await s.query("text", QueryOptions(embedding=[1, 0, 0, 0], top_k=huge))
+            assert [d.id for d in hits.docs] == ["2", "1"]
         await s.add_docs(
             '[{"id": 7, "text": "é ünïcode ✓", "metadata": {"n": 3}, "embedding": [1, 1, 1, 1]}]'
         )

@@ -717,7 +717,9 @@ class Engine:
                 "min_score cannot be used on a keyword-only query (alpha 0 or no vectors)"
             )
         grouped = plan.group_by is not None
-        want = len(self._ids) if grouped else plan.top_k  # grouping needs every member hit
+        # grouping needs every member hit; no query returns more rows than there are (a top_k
+        # of 2**60 would otherwise size the fused output buffer)
+        want = len(self._ids) if grouped else min(plan.top_k, len(self._ids))
         depth, v_deep, k_deep = self._depths(plan)
         qv = q if use_v else None
         v_rows, v_scores, k_rows, k_scores = self.candidate_lists(
