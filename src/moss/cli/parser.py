@@ -288,6 +288,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a client has to send a request's headers (default 10)",
     )
 
+    p = leaf(
+        sub,
+        "mcp",
+        "Serve the project's indexes as MCP tools (search; add/get with --allow-writes).",
+        "moss mcp                                   # stdio, for Claude Desktop & co\n"
+        "moss mcp --transport http --port 7701 --allow-writes",
+        "mcp:mcp",
+        json_flag=False,
+    )
+    p.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="default stdio")
+    p.add_argument("--host", default="127.0.0.1", help="http: default 127.0.0.1")
+    p.add_argument("--port", type=int, default=7701, help="http: default 7701 (path /mcp)")
+    p.add_argument(
+        "--allow-writes", action="store_true", help="also serve get_documents and add_documents"
+    )
+
     projects = group(
         "projects",
         "Manage projects of a server data directory.",
