@@ -31,6 +31,7 @@ from moss.session import safe_path_component
 from moss.validation import (
     check_cache_path,
     check_doc_ids,
+    check_documents,
     check_number,
     check_string,
     safe_repr,
@@ -287,3 +288,19 @@ def test_client_constructor_checks() -> None:
         MossClient("p", "k", cache_path=5)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError):
         MossClient("p", "k", server_url=["x"])  # type: ignore[arg-type]
+
+
+def test_check_documents_for_decoded_uploads() -> None:
+    """What the server runs on documents it decoded itself (JSON can carry "\\udc80")."""
+    check_documents([DocumentInfo("1", "é", {"k": "v"}, None, "p")])
+    for bad in (
+        DocumentInfo("", "t"),
+        DocumentInfo("\udc80", "t"),
+        DocumentInfo("1", "t\ud800"),
+        DocumentInfo("1", "t", {"k": "\udc80"}),
+        DocumentInfo("1", "t", {"\udc80": "v"}),
+        DocumentInfo("1", "t", None, None, "\udc80"),
+        DocumentInfo("1", None),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(InvalidArgumentError):
+            check_documents([DocumentInfo("0", "fine"), bad])

@@ -32,6 +32,7 @@ from typing import Optional
 from .errors import InvalidArgumentError
 from .types import (
     Chunking,
+    DocumentInfo,
     GetDocumentsOptions,
     MutationOptions,
     ParentGrouping,
@@ -48,6 +49,7 @@ __all__ = [
     "check_chunker",
     "check_chunking",
     "check_doc_ids",
+    "check_documents",
     "check_get_options",
     "check_grouping",
     "check_job_id",
@@ -340,6 +342,24 @@ def check_model_id_type(value: object) -> Optional[str]:
     if value is None:
         return None
     return check_string(value, "model_id")
+
+
+def check_documents(docs: Iterable[DocumentInfo]) -> None:
+    """The strings of already-built documents (a decoded upload on the server): ids non-empty,
+    and ids, texts, payloads and metadata keys and values ``str`` and UTF-8-encodable. Python
+    callers' documents get the same checks (with per-document messages) in
+    :func:`moss.docs_input.normalize_docs`."""
+    for i, doc in enumerate(docs):
+        where = f"document {i}"
+        check_string(doc.id, f"{where}: id", allow_empty=False)
+        check_string(doc.text, f"{where} (id {doc.id!r}): text")
+        if doc.payload is not None:
+            check_string(doc.payload, f"{where} (id {doc.id!r}): payload")
+        if doc.metadata is not None:
+            try:
+                coerce_metadata(doc.metadata)
+            except InvalidArgumentError as e:
+                raise InvalidArgumentError(f"{where} (id {doc.id!r}): {e.message}") from None
 
 
 def check_vector(value: object, what: str) -> None:
