@@ -50,9 +50,11 @@ __all__ = [
     "check_chunking",
     "check_doc_ids",
     "check_documents",
+    "check_filter",
     "check_get_options",
     "check_grouping",
     "check_job_id",
+    "check_model_id_type",
     "check_mutation_options",
     "check_name_list",
     "check_number",
@@ -61,10 +63,8 @@ __all__ = [
     "check_query_options",
     "check_query_text",
     "check_server_url",
-    "check_vector",
-    "check_filter",
-    "check_model_id_type",
     "check_string",
+    "check_vector",
     "coerce_metadata",
     "has_surrogates",
     "safe_repr",
@@ -118,7 +118,9 @@ def check_number(
     try:
         number = float(value)
     except (OverflowError, ValueError):
-        raise InvalidArgumentError(f"{what} must be a finite number, got {_short(value)}") from None
+        raise InvalidArgumentError(
+            f"{what} must be a finite number, got {safe_repr(value)}"
+        ) from None
     if not math.isfinite(number):
         raise InvalidArgumentError(f"{what} must be a finite number, got {number}")
     low_bad = minimum is not None and (number <= minimum if exclusive else number < minimum)
@@ -126,12 +128,8 @@ def check_number(
         low = f"> {minimum:g}" if exclusive else f">= {minimum:g}" if minimum is not None else ""
         high = f"<= {maximum:g}" if maximum is not None else ""
         bounds = " and ".join(b for b in (low, high) if b)
-        raise InvalidArgumentError(f"{what} must be {bounds}, got {_short(value)}")
+        raise InvalidArgumentError(f"{what} must be {bounds}, got {safe_repr(value)}")
     return number
-
-
-def _short(value: object) -> str:
-    return safe_repr(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,7 +279,7 @@ def check_query_options(options: object) -> Optional[QueryOptions]:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise InvalidArgumentError(f"{name} must be {kind}, not {_type_name(value)}")
         if isinstance(value, numbers.Integral) and not -(2**62) < int(value) < 2**62:
-            raise InvalidArgumentError(f"{name} is out of range ({_short(value)})")
+            raise InvalidArgumentError(f"{name} is out of range ({safe_repr(value)})")
     if o.fusion is not None and not isinstance(o.fusion, str):
         raise InvalidArgumentError(f"fusion must be 'score' or 'rrf', not {_type_name(o.fusion)}")
     check_filter(o.filter)
