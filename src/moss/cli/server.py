@@ -150,7 +150,7 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 async def projects_rotate_key(args: argparse.Namespace) -> int:
     """Replace a project's key; print the new one (shown only now)."""
-    from ..server.store import rotate_key
+    from ..server.projects import rotate_key
 
     key = rotate_key(_data_dir(args), args.project)
     if args.json:
@@ -163,7 +163,7 @@ async def projects_rotate_key(args: argparse.Namespace) -> int:
 
 async def projects_revoke(args: argparse.Namespace) -> int:
     """Remove a project's key (its indexes stay; ``rotate-key`` issues a new key)."""
-    from ..server.store import revoke_key
+    from ..server.projects import revoke_key
 
     revoke_key(_data_dir(args), args.project)
     if args.json:

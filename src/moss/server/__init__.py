@@ -9,6 +9,10 @@ embedded cloud.
 * :mod:`moss.server.jobs` — the job runner thread;
 * :mod:`moss.server.store` — the engine tying them together (used in process by the embedded
   backend, and over HTTP by :mod:`moss.server.app`).
+* :mod:`moss.server.auth` — project keys (HMAC digests), the server secret, failed-auth
+  throttling; :mod:`moss.server.projects` — create, rotate, revoke;
+* :mod:`moss.server.limits` — quotas, request limits, connection timeouts (docs/security.md);
+  :mod:`moss.server.bodies` — reading request input under those limits.
 """
 
 from __future__ import annotations

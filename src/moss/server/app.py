@@ -56,7 +56,6 @@ import json
 import logging
 import math
 import os
-import struct
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -96,6 +95,18 @@ from ..sources import (
 )
 from ..types import GetDocumentsOptions
 from .auth import FailureThrottle
+from .bodies import (
+    ALLOW,
+    BAD_INPUT,
+    METHODS,
+    QUERY,
+    check_options,
+    int_param,
+    json_depth_ok,
+    json_param,
+    limited,
+    only_params,
+)
 from .catalog import JobRow
 from .limits import RATE_LIMITED, Limits, QuotaError, Quotas
 from .openapi import openapi_document
@@ -126,24 +137,6 @@ _STATUS = {
 }
 
 
-class _TooLarge(InvalidArgumentError):
-    status = 413
-
-
-# Exceptions that malformed client input can raise from the decoders (never from our own state).
-_BAD_INPUT = (
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    OverflowError,
-    RecursionError,
-    MemoryError,
-    struct.error,
-)
-
-
 def _error(err: MossError) -> JSONResponse:
     status = getattr(err, "status", None) or _STATUS.get(err.code or INTERNAL, 500)
     headers = None
@@ -151,53 +144,6 @@ def _error(err: MossError) -> JSONResponse:
     if retry is not None:
         headers = {"Retry-After": str(max(1, math.ceil(retry)))}
     return JSONResponse(error_body(err), status_code=status, headers=headers)
-
-
-def _json_depth_ok(obj: Any, limit: int) -> bool:
-    """Whether ``obj`` nests containers at most ``limit`` deep (iterative: no recursion)."""
-    stack: list[tuple[Any, int]] = [(obj, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, (dict, list)):
-            if depth > limit:
-                return False
-            children = node.values() if isinstance(node, dict) else node
-            stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
-    return True
-
-
-def _check_options(obj: Any) -> None:
-    """Types of the get_docs options that the engine would otherwise trip over."""
-    if not isinstance(obj, dict):
-        return  # options_from_json names the problem
-    ids = obj.get("doc_ids")
-    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
-        raise InvalidArgumentError("doc_ids must be a list of strings")
-    flt = obj.get("filter")
-    if flt is not None and not isinstance(flt, dict):
-        raise InvalidArgumentError("filter must be a JSON object")
-    group = obj.get("group_by")
-    if isinstance(group, dict):
-        for field in ("parent_field", "order_field"):
-            if field in group and not isinstance(group[field], str):
-                raise InvalidArgumentError(f"group_by.{field} must be a metadata field name")
-
-
-def _only_params(request: Request, *allowed: str) -> None:
-    """Refuse query parameters the endpoint does not define (a typo must not pass silently)."""
-    unknown = sorted(set(request.query_params) - set(allowed))
-    if unknown:
-        names = ", ".join(repr(u[:40]) for u in unknown[:5])
-        raise InvalidArgumentError(f"unknown query parameter(s) {names} for {request.method}")
-
-
-def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise InvalidArgumentError(f"{name} must be an integer from {lo} to {hi}")
-    return int(raw)
 
 
 class _Changes:
@@ -284,7 +230,7 @@ def create_app(
 
     async def read_json(request: Request) -> Any:
         body = bytearray()
-        async for chunk in _limited(request, max_json_bytes, lim):
+        async for chunk in limited(request, max_json_bytes, lim):
             body += chunk
         try:
             obj = json.loads(body) if body else {}
@@ -292,7 +238,7 @@ def create_app(
             obj = None
         except ValueError as e:
             raise InvalidArgumentError(f"request body is not valid JSON: {e}") from e
-        if (obj is None and body.strip() != b"null") or not _json_depth_ok(obj, lim.max_json_depth):
+        if (obj is None and body.strip() != b"null") or not json_depth_ok(obj, lim.max_json_depth):
             raise InvalidArgumentError(
                 f"request body nests JSON deeper than {lim.max_json_depth} levels"
             )
@@ -303,7 +249,7 @@ def create_app(
             return await call(store.finish, job)
         except MossError:
             raise
-        except _BAD_INPUT as e:  # a decoder tripped over a malformed body
+        except BAD_INPUT as e:  # a decoder tripped over a malformed body
             raise MossError(
                 f"the request body is malformed ({type(e).__name__})", code=DESERIALIZATION
             ) from None
@@ -326,7 +272,7 @@ def create_app(
             uploads[0] += 1
             try:
                 with store.input_writer(job) as f:
-                    async for chunk in _limited(request, limit, lim, quota=quota):
+                    async for chunk in limited(request, limit, lim, quota=quota):
                         f.write(chunk)
             finally:
                 uploads[0] -= 1
@@ -338,10 +284,10 @@ def create_app(
     async def docs_page(request: Request, project: str, name: str) -> Response:
         """One page of get_docs; pages are cut from one version's full, ordered result."""
         body = await read_json(request)
-        _check_options(body)
+        check_options(body)
         options = options_from_json(body)
         size = lim.docs_page_size
-        limit = _int_param(request, "limit", size, 1, size)
+        limit = int_param(request, "limit", size, 1, size)
         cursor = request.query_params.get("cursor")
         offset, want = 0, None
         if cursor:
@@ -375,7 +321,7 @@ def create_app(
             version, docs = await call(store.get_docs_versioned, project, name, options)
         except MossError:
             raise
-        except _BAD_INPUT as e:  # options of the right JSON types but unusable values
+        except BAD_INPUT as e:  # options of the right JSON types but unusable values
             raise InvalidArgumentError(
                 f"invalid get_docs options ({type(e).__name__}: {e})"
             ) from None
@@ -397,14 +343,14 @@ def create_app(
 
     async def list_indexes(request: Request) -> Response:
         project = await authenticate(request)
-        _only_params(request)
+        only_params(request)
         infos = await call(store.list_indexes, project)
         return JSONResponse([index_to_json(i) for i in infos])
 
     async def job(request: Request) -> Response:
         project = await authenticate(request)
         job_id = request.path_params["job_id"]
-        _only_params(request, "wait")
+        only_params(request, "wait")
         try:
             wait = min(float(request.query_params.get("wait", "0")), _MAX_WAIT_S)
         except ValueError:
@@ -426,7 +372,7 @@ def create_app(
         project = await authenticate(request)
         name, sub = _split(request)
         method = request.method
-        _only_params(request, *_QUERY.get((sub, method), ()))
+        only_params(request, *QUERY.get((sub, method), ()))
         if sub == () and method == "GET":
             return JSONResponse(index_to_json(await call(store.get_index, project, name)))
         if sub == () and method == "DELETE":
@@ -457,20 +403,20 @@ def create_app(
         if sub == ("files",) and method == "POST":
             params = {
                 "model_id": request.query_params.get("model_id"),
-                "parse_options": _json_param(request.query_params.get("parse_options")),
+                "parse_options": json_param(request.query_params.get("parse_options")),
             }
             job = await call(store.begin, project, name, "files", params)
             return job_json(await upload(request, job))
         if sub == ("docs", "query") and method == "POST":
             return await docs_page(request, project, name)
-        allowed = _ALLOW.get(sub)
+        allowed = ALLOW.get(sub)
         if allowed is None:
             raise MossError(f"no such endpoint: {method} {request.url.path}", code=NOT_FOUND)
         raise HTTPException(405, headers={"Allow": allowed})
 
     async def web_sources(request: Request) -> Response:
         project = await authenticate(request)
-        _only_params(request, *(("index_name",) if request.method == "GET" else ()))
+        only_params(request, *(("index_name",) if request.method == "GET" else ()))
         if request.method == "GET":
             index_name = request.query_params.get("index_name")
             found = await call(store.web.list, project, index_name)
@@ -489,7 +435,7 @@ def create_app(
     async def web_source(request: Request) -> Response:
         project = await authenticate(request)
         source_id = check_source_id(request.path_params["source_id"])
-        _only_params(request)
+        only_params(request)
         if request.method == "GET":
             return JSONResponse(web_source_to_json(await call(store.web.get, project, source_id)))
         if request.method == "DELETE":
@@ -506,7 +452,7 @@ def create_app(
     async def resync_web_source(request: Request) -> Response:
         project = await authenticate(request)
         source_id = check_source_id(request.path_params["source_id"])
-        _only_params(request)
+        only_params(request)
         started = await call(store.web.resync, project, source_id)
         return JSONResponse({"id": started.id, "job_id": started.job_id, "status": started.status})
 
@@ -581,7 +527,7 @@ def create_app(
             ),
             Route("/v1/web-sources/{source_id}/resync", guard(resync_web_source), methods=["POST"]),
             # Every method: index_resource answers 405 with the sub-resource's own Allow.
-            Route("/v1/indexes/{rest:path}", guard(index_resource), methods=_METHODS),
+            Route("/v1/indexes/{rest:path}", guard(index_resource), methods=METHODS),
         ],
         exception_handlers={
             MossError: on_moss_error,
@@ -596,22 +542,6 @@ def create_app(
     return app
 
 
-_QUERY = {
-    ((), "POST"): ("model_id",),
-    (("files",), "POST"): ("model_id", "parse_options"),
-    (("docs", "query"), "POST"): ("limit", "cursor"),
-}
-_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
-_ALLOW = {
-    (): "GET, POST, DELETE",
-    ("snapshot",): "GET, PUT",
-    ("docs",): "POST",
-    ("docs", "delete"): "POST",
-    ("docs", "query"): "POST",
-    ("files",): "POST",
-}
-
-
 def _split(request: Request) -> tuple[str, tuple[str, ...]]:
     """Index name and sub-resource from the raw (still percent-encoded) path."""
     raw = request.scope.get("raw_path") or request.scope["path"].encode("utf-8")
@@ -623,56 +553,6 @@ def _split(request: Request) -> tuple[str, tuple[str, ...]]:
     except UnicodeDecodeError:
         raise InvalidArgumentError("index name is not valid UTF-8") from None
     return name, tuple(parts[1:])
-
-
-def _json_param(value: str | None) -> Any:
-    """A JSON-encoded query parameter (None when absent)."""
-    if value is None or value == "":
-        return None
-    try:
-        return json.loads(value)
-    except ValueError as e:
-        raise InvalidArgumentError(f"a query parameter is not valid JSON: {e}") from None
-
-
-async def _limited(
-    request: Request, limit: int, lim: Limits, *, quota: bool = False
-) -> AsyncIterator[bytes]:
-    """The request body in chunks, enforcing a size limit (413), an idle timeout and a minimum
-    average rate after a grace period (408: a slow body must not hold a worker forever)."""
-    what = "the project's storage quota" if quota else f"the limit of {limit} bytes"
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge(f"request body exceeds {what}")
-    seen = 0
-    start = time.monotonic()
-    rate = lim.body_min_rate
-    while True:
-        elapsed = time.monotonic() - start
-        # The moment the bytes seen so far fall below the minimum average rate.
-        behind = lim.body_grace_s + seen / rate - elapsed if rate > 0 else math.inf
-        wait = min(lim.body_idle_timeout_s, behind)
-        try:
-            if wait <= 0:
-                raise asyncio.TimeoutError
-            message = await asyncio.wait_for(request.receive(), wait)
-        except asyncio.TimeoutError:
-            raise QuotaError(
-                f"request body arrived too slowly (under {rate:.0f} bytes/s on average, or "
-                f"nothing for {lim.body_idle_timeout_s:g} s)",
-                status=408,
-                code=INVALID_ARGUMENT,
-            ) from None
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        seen += len(chunk)
-        if seen > limit:
-            raise _TooLarge(f"request body exceeds {what}")
-        if chunk:
-            yield chunk
-        if not message.get("more_body", False):
-            return
 
 
 async def _stream_file(f: BinaryIO) -> AsyncIterator[bytes]:

@@ -33,11 +33,11 @@ from typing import Any, Protocol
 
 from ..errors import AlreadyExistsError, MossError
 from .auth import private_dir, private_file
+from .catalog_projects import USER_VERSION, ProjectRows
 
 __all__ = ["Catalog", "IndexRow", "JobRow", "SqliteCatalog", "utc_now"]
 
 TERMINAL = ("completed", "failed")
-_USER_VERSION = 2
 _FAIR_WINDOW = 256  # runnable jobs considered when picking the next project to serve
 
 _SCHEMA = """
@@ -231,7 +231,7 @@ def _job(row: tuple[Any, ...]) -> JobRow:
     return JobRow(*r)
 
 
-class SqliteCatalog:
+class SqliteCatalog(ProjectRows):
     """:class:`Catalog` on one SQLite file (WAL mode; safe to share between processes)."""
 
     def __init__(self, path: str | Path) -> None:
@@ -249,33 +249,9 @@ class SqliteCatalog:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
-            self._migrate()
+            self._migrate(USER_VERSION)
         self._served: dict[str, int] = {}  # project -> claim counter when last served (fairness)
         self._claims = 0
-
-    def _migrate(self) -> None:
-        """Bring an older catalog up to :data:`_USER_VERSION` (idempotent, one transaction).
-
-        Version 2 adds ``projects.key_scheme`` (``scrypt`` rows predate the HMAC scheme; see
-        :mod:`moss.server.auth`) and ``projects.key_updated_at``.
-        """
-        (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        if version >= _USER_VERSION:
-            return
-        cur = self._db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
-            cols = {r[1] for r in cur.execute("PRAGMA table_info(projects)")}
-            if "key_scheme" not in cols:
-                cur.execute("ALTER TABLE projects ADD COLUMN key_scheme TEXT")
-                cur.execute("UPDATE projects SET key_scheme = 'scrypt' WHERE key_hash IS NOT NULL")
-            if "key_updated_at" not in cols:
-                cur.execute("ALTER TABLE projects ADD COLUMN key_updated_at TEXT")
-            cur.execute(f"PRAGMA user_version = {_USER_VERSION}")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-        cur.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -298,85 +274,6 @@ class SqliteCatalog:
         with self._lock:
             row: tuple[Any, ...] | None = self._db.execute(sql, args).fetchone()
             return row
-
-    # ------------------------------------------------------------------ projects
-
-    def add_project(
-        self,
-        project_id: str,
-        name: str | None,
-        salt: bytes | None,
-        key_hash: bytes | None,
-        scheme: str | None = None,
-    ) -> None:
-        """Create a project (no-op if it exists). ``scheme`` defaults to ``scrypt`` when a salt
-        is given (the legacy form), else ``hmac-sha256``."""
-        if key_hash is not None and scheme is None:
-            scheme = "scrypt" if salt is not None else "hmac-sha256"
-        now = utc_now()
-        with self._tx() as cur:
-            cur.execute(
-                "INSERT OR IGNORE INTO projects (id, name, key_salt, key_hash, key_scheme, "
-                "created_at, key_updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (project_id, name, salt, key_hash, scheme, now, now if key_hash else None),
-            )
-
-    def project_key(self, project_id: str) -> tuple[str | None, bytes | None, bytes | None] | None:
-        """``(scheme, salt, digest)`` of a project's key (digest None: revoked or key-less);
-        None if the project does not exist."""
-        row = self._one(
-            "SELECT key_scheme, key_salt, key_hash FROM projects WHERE id = ?", (project_id,)
-        )
-        return None if row is None else (row[0], row[1], row[2])
-
-    def set_project_key(
-        self,
-        project_id: str,
-        key_hash: bytes | None,
-        scheme: str | None,
-        *,
-        expect: bytes | None = None,
-    ) -> bool:
-        """Replace (or, with None, revoke) a project's key. With ``expect``, only if the stored
-        digest is still ``expect`` (an upgrade must not undo a concurrent rotation). Returns
-        whether a row changed."""
-        sql = (
-            "UPDATE projects SET key_hash = ?, key_salt = NULL, key_scheme = ?, "
-            "key_updated_at = ? WHERE id = ?"
-        )
-        args: tuple[Any, ...] = (key_hash, scheme, utc_now(), project_id)
-        if expect is not None:
-            sql += " AND key_hash = ?"
-            args += (expect,)
-        with self._tx() as cur:
-            return cur.execute(sql, args).rowcount > 0
-
-    def list_projects(self) -> list[dict[str, Any]]:
-        """Every project: id, name, created_at, key_updated_at, whether it has a key."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, name, created_at, key_updated_at, key_hash IS NOT NULL FROM projects "
-                "ORDER BY created_at, id"
-            ).fetchall()
-        return [
-            {
-                "project_id": r[0],
-                "name": r[1],
-                "created_at": r[2],
-                "key_updated_at": r[3],
-                "has_key": bool(r[4]),
-            }
-            for r in rows
-        ]
-
-    def count_pending(self, project_id: str) -> int:
-        """A project's jobs not yet finished (uploading, queued or running)."""
-        row = self._one(
-            "SELECT COUNT(*) FROM jobs WHERE project_id = ? "
-            "AND status NOT IN ('completed', 'failed')",
-            (project_id,),
-        )
-        return int(row[0]) if row is not None else 0
 
     # ------------------------------------------------------------------ indexes
 
