@@ -281,7 +281,7 @@ def test_validators() -> None:
 
 
 def test_client_constructor_checks() -> None:
-    for args in [(None, "k"), ("", "k"), ("p\udc80", "k"), ("p", None), ("p", "k\r\nX: y")]:
+    for args in [(None, "k"), ("", "k"), ("p\udc80", "k"), ("p", None), ("p", "k\udc80")]:
         with pytest.raises(InvalidArgumentError):
             MossClient(*args)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError):

@@ -145,12 +145,12 @@ def check_project_id(value: object) -> str:
 
 
 def check_project_key(value: object) -> str:
-    """A project key: a string without control characters (it travels in an HTTP header)."""
+    """A project key: a UTF-8-encodable string. A key a header cannot carry (a newline) is left
+    to the server backend, which reports it as ``UNAUTHORIZED`` without echoing it."""
     if not isinstance(value, str):
         raise InvalidArgumentError("project_key must be a string")
-    check_string(value, "project_key")
-    if any(ord(c) < 32 or ord(c) == 0x7F for c in value):
-        raise InvalidArgumentError("project_key must not contain control characters")
+    if has_surrogates(value):
+        raise InvalidArgumentError("project_key contains a lone surrogate")  # never echoed
     return value
 
 
