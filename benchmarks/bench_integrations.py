@@ -13,7 +13,9 @@ only, so both sides do exactly the same search:
 * LangChain ``similarity_search_by_vector``: the sync method, called from plain sync code, which
   hops to the store's private event-loop thread and back;
 * LlamaIndex ``aquery`` / ``query`` with ``VectorStoreQuery(query_embedding=v, similarity_top_k=4)``
-  (when llama-index-core is installed), the same way.
+  (when llama-index-core is installed), the same way;
+* Haystack ``MossEmbeddingRetriever.run_async`` / ``run(query_embedding=v)`` (top_k 4, when
+  haystack-ai is installed), the same way.
 
 Each round runs the async variants interleaved query by query (rotating which goes first),
 then the sync ones; the p50
@@ -70,6 +72,15 @@ def llamaindex_store(session: SessionIndex) -> Any:
     return LlamaStore(session)
 
 
+def haystack_retriever(session: SessionIndex) -> Any:
+    """moss.integrations.haystack's embedding retriever over the session, if haystack-ai is installed."""
+    try:
+        from moss.integrations.haystack import MossDocumentStore, MossEmbeddingRetriever
+    except MossError:
+        return None
+    return MossEmbeddingRetriever(MossDocumentStore(session), top_k=K)
+
+
 def unit_rows(n: int, seed: int) -> np.ndarray:
     v = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
@@ -99,7 +110,7 @@ SyncCall = Callable[[list[float]], list[str]]
 
 
 def make_calls(
-    session: SessionIndex, lc: Any, li: Any
+    session: SessionIndex, lc: Any, li: Any, hs: Any = None
 ) -> tuple[dict[str, AsyncCall], dict[str, SyncCall]]:
     """The calls compared, each returning the hit ids (checked equal across calls)."""
 
@@ -130,6 +141,16 @@ def make_calls(
 
         async_calls["llamaindex aquery"] = li_async
         sync_calls["llamaindex query (sync)"] = li_sync
+    if hs is not None:
+
+        async def hs_async(v: list[float]) -> list[str]:
+            return [d.id for d in (await hs.run_async(query_embedding=v))["documents"]]
+
+        def hs_sync(v: list[float]) -> list[str]:
+            return [d.id for d in hs.run(query_embedding=v)["documents"]]
+
+        async_calls["haystack MossEmbeddingRetriever.run_async"] = hs_async
+        sync_calls["haystack MossEmbeddingRetriever.run (sync)"] = hs_sync
     return async_calls, sync_calls
 
 
@@ -177,7 +198,8 @@ def main() -> None:
         client, session = asyncio.run(open_session(args.docs))
         store = MossVectorStore(session)
         li_store = llamaindex_store(session)
-        async_calls, sync_calls = make_calls(session, store, li_store)
+        hs = haystack_retriever(session)
+        async_calls, sync_calls = make_calls(session, store, li_store, hs)
         queries = unit_rows(args.queries, seed=2).tolist()
         sync_round(sync_calls, queries[:20])  # warm the private loop threads
         rounds: list[dict[str, dict[str, float]]] = []
@@ -193,6 +215,8 @@ def main() -> None:
         store.close()
         if li_store is not None:
             li_store.close()
+        if hs is not None:
+            hs.document_store.close()
         asyncio.run(client.close())
     names = list(rounds[0])
     summary = {
