@@ -4,6 +4,7 @@ Run::
 
     .venv/bin/python benchmarks/fuzz_api.py                    # 3000 calls, one seed
     .venv/bin/python benchmarks/fuzz_api.py --examples 20000 --random
+    .venv/bin/python benchmarks/fuzz_api.py --server       # the same calls through moss serve
 
 Every public ``MossClient`` / ``SessionIndex`` method and option constructor is called with
 hostile arguments against an embedded store in a temporary directory. Unlike the test, the run
@@ -38,15 +39,19 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=3000)
     ap.add_argument("--agree", type=int, default=1000, help="session/store agreement examples")
     ap.add_argument("--random", action="store_true", help="a fresh random seed (else fixed)")
+    ap.add_argument("--server", action="store_true", help="through moss serve on 127.0.0.1")
     args = ap.parse_args()
     logging.disable(logging.CRITICAL)  # refresh warnings of pollers are expected noise here
     t0 = time.perf_counter()
-    env = fuzz_api(args.examples, derandomize=not args.random, stop_at_untyped=False)
+    env = fuzz_api(
+        args.examples, derandomize=not args.random, stop_at_untyped=False, server=args.server
+    )
     t1 = time.perf_counter()
-    agreed = agreement(args.agree, derandomize=not args.random)  # raises on a disagreement
+    agreed = agreement(args.agree, derandomize=not args.random, server=args.server)
     per_call = {k[5:]: v for k, v in sorted(env.counts.items()) if k.startswith("call:")}
     report = {
         "machine": _machine.machine(moss=moss.__version__),
+        "backend": "moss serve (HTTP, 127.0.0.1)" if args.server else "embedded store",
         "calls_covered": f"{len(per_call)} of {len(CALLS)}",
         "inputs": env.counts["ok"] + env.counts["rejected"] + env.counts["untyped"],
         "ok": env.counts["ok"],

@@ -30,7 +30,7 @@ import tempfile
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -343,12 +343,21 @@ def _rows(docs: list[DocumentInfo]) -> list[tuple[Any, ...]]:
 
 
 @contextmanager
-def environment() -> Iterator[Env]:
-    """Build the environment in a fresh temporary directory and tear it down."""
-    with tempfile.TemporaryDirectory(prefix="moss-fuzz-") as tmp:
+def environment(server: bool = False) -> Iterator[Env]:
+    """Build the environment in a fresh temporary directory and tear it down; with ``server``
+    the client talks to a ``moss serve`` on 127.0.0.1 (in a thread) instead of the embedded
+    store."""
+    with tempfile.TemporaryDirectory(prefix="moss-fuzz-") as tmp, ExitStack() as stack:
         loop = asyncio.new_event_loop()
         root = Path(tmp)
-        client = MossClient("fuzz", "key", cache_path=str(root / "cache"))
+        if server:
+            from moss.server.testing import ThreadedServer
+
+            srv = stack.enter_context(ThreadedServer(root / "server"))
+            pid, key = srv.project
+            client = MossClient(pid, key, cache_path=str(root / "cache"), server_url=srv.url)
+        else:
+            client = MossClient("fuzz", "key", cache_path=str(root / "cache"))
         seed = [
             DocumentInfo(str(i), f"seed text {i}", {"team": "a", "n": str(i)}) for i in range(3)
         ]
@@ -622,11 +631,13 @@ def _fuzz_call(env: Env, name: str, examples: int, derandomize: bool, stop: bool
     body()
 
 
-def fuzz_api(examples: int, *, derandomize: bool = True, stop_at_untyped: bool = True) -> Env:
+def fuzz_api(
+    examples: int, *, derandomize: bool = True, stop_at_untyped: bool = True, server: bool = False
+) -> Env:
     """Run about ``examples`` fuzzed calls, spread evenly over every public call, in a fresh
     environment; returns it (``counts`` and the first example of each ``untyped`` group)."""
     per_call = max(1, examples // len(CALLS))
-    with environment() as env:
+    with environment(server) as env:
         for name in sorted(CALLS):
             _fuzz_call(env, name, per_call, derandomize, stop_at_untyped)
         return env
@@ -650,12 +661,12 @@ def _outcome(env: Env, coro: Any) -> str:
     return "ok"
 
 
-def agreement(examples: int, *, derandomize: bool = True) -> Counter[str]:
+def agreement(examples: int, *, derandomize: bool = True, server: bool = False) -> Counter[str]:
     """The same hostile ``add_docs`` / ``get_docs`` / ``delete_docs`` arguments on the cloud
     index and on the session must be accepted by both or rejected by both: the session is not
     more lenient than the store (nor stricter). Returns outcome counts."""
     counts: Counter[str] = Counter()
-    with environment() as env:
+    with environment(server) as env:
 
         @settings(
             max_examples=examples,
