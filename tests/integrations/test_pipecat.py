@@ -122,7 +122,7 @@ async def test_turns_replace_the_injected_message_and_repeats_are_not_requeried(
         assert all(m.get("role") != "developer" for m in ctx.get_messages())
 
 
-async def test_loaded_index_with_template_filter_and_min_score() -> None:
+async def test_loaded_index_with_template_filter_and_no_hits() -> None:
     async with MossClient("p", "") as client:
         await client.create_index("faq", _docs())
         with pytest.raises(MossError) as e:
@@ -149,15 +149,22 @@ async def test_loaded_index_with_template_filter_and_min_score() -> None:
         )
         assert ctx.get_messages()[1] == {"role": "system", "content": expected}
         assert ref.docs and all(d.metadata and d.metadata["parity"] == "even" for d in ref.docs)
-        # min_score above every hit's score: nothing to inject, the turn goes on unchanged
-        strict = MossRetrievalProcessor(client, index_name="faq", alpha=0.0, min_score=0.5)
+        # no hit (a filter nothing matches): nothing injected, no error, the turn goes on
+        none = {"field": "parity", "condition": {"$eq": "neither"}}
+        empty = MossRetrievalProcessor(client, index_name="faq", alpha=0.0, filter=none)
         ctx2 = _context("ocean pepper quartz")
         before = list(ctx2.get_messages())
-        down, _ = await asyncio.wait_for(
-            run_test(strict, frames_to_send=[LLMContextFrame(ctx2)]), TIMEOUT
+        down, up = await asyncio.wait_for(
+            run_test(empty, frames_to_send=[LLMContextFrame(ctx2)]), TIMEOUT
         )
-        assert [type(f) for f in down] == [LLMContextFrame]
-        assert ctx2.get_messages() == before and strict.last_hits == []
+        assert [type(f) for f in down] == [LLMContextFrame] and up == []
+        assert ctx2.get_messages() == before and empty.last_hits == []
+        # min_score reaches moss (which refuses it for a keyword-only query)
+        strict = MossRetrievalProcessor(client, index_name="faq", alpha=0.0, min_score=0.5)
+        _, up = await asyncio.wait_for(
+            run_test(strict, frames_to_send=[LLMContextFrame(_context("ocean"))]), TIMEOUT
+        )
+        assert len(up) == 1 and "min_score" in up[0].error  # type: ignore[attr-defined]
 
 
 async def test_errors_are_error_frames_and_the_turn_goes_on() -> None:
