@@ -689,7 +689,7 @@ def agreement(examples: int, *, derandomize: bool = True, server: bool = False) 
             elif method == "get_docs":
                 pair = (c.get_docs("idx", gopts), s.get_docs(gopts))
             else:
-                if isinstance(ids, list) and not ids:
+                if isinstance(ids, (list, tuple, set, frozenset)) and not ids:
                     ids = ["99"]  # documented difference: the cloud refuses an empty list
                 pair = (c.delete_docs("idx", ids), s.delete_docs(ids))
             cloud, session = _outcome(env, pair[0]), _outcome(env, pair[1])

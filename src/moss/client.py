@@ -60,6 +60,7 @@ from .validation import (
     check_query_text,
     check_server_url,
     check_string,
+    query_guard,
 )
 
 __all__ = ["MossClient"]
@@ -443,7 +444,7 @@ class MossClient:
         validate_index_name(name)
         check_query_text(query)
         check_query_options(options)
-        return self._runtime.query(name, query, options)
+        return query_guard(lambda: self._runtime.query(name, query, options))
 
     async def query_multi_index(
         self,
@@ -459,7 +460,7 @@ class MossClient:
                     validate_index_name(item)
         check_query_text(query)
         check_query_options(options)
-        return self._runtime.query_multi(names, query, options)
+        return query_guard(lambda: self._runtime.query_multi(names, query, options))
 
     def _forget_session(self, session: SessionIndex) -> None:
         self._sessions.discard(session)

@@ -42,6 +42,7 @@ from .validation import (
     check_get_options,
     check_query_options,
     check_query_text,
+    query_guard,
 )
 
 if TYPE_CHECKING:
@@ -202,7 +203,10 @@ class SessionIndex:
         check_query_text(query)
         check_query_options(options)
         engine = self._engine
-        return await self._run(lambda: engine.query(query, options, index_name=self._name), True)
+        return await self._run(
+            lambda: query_guard(lambda: engine.query(query, options, index_name=self._name)),
+            True,
+        )
 
     # -------------------------------------------------------------- cloud
 

@@ -84,7 +84,7 @@ def make_backend(
 
 def check_get_options(options: GetDocumentsOptions | None) -> None:
     """The checks a session applies to ``get_docs`` options, run before anything is sent."""
-    validation.check_get_options(options)
+    validation.check_get_options(options, compile_filter=True)
 
 
 class CloudIndexes:
