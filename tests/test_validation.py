@@ -34,6 +34,7 @@ from moss.validation import (
     check_documents,
     check_number,
     check_string,
+    json_depth,
     safe_repr,
     validate_index_name,
 )
@@ -304,3 +305,31 @@ def test_check_documents_for_decoded_uploads() -> None:
     ):
         with pytest.raises(InvalidArgumentError):
             check_documents([DocumentInfo("0", "fine"), bad])
+
+
+def test_filter_depth_matches_the_server_limit(tmp_path: Path) -> None:
+    """get_docs sends its filter to the server, whose request bodies nest at most 64 deep: a
+    session refuses the same filters, and accepts the ones the server accepts."""
+
+    def nested(levels: int) -> dict[str, Any]:
+        f: dict[str, Any] = {"field": "team", "condition": {"$eq": "a"}}
+        for _ in range(levels):
+            f = {"$and": [f]}
+        return f
+
+    ok, deep = nested(30), nested(31)  # 2 + 2*30 = 62 levels; 64 levels
+    assert json_depth(ok, 100) == 62 and json_depth(deep, 100) == 64
+
+    async def body(client: MossClient, s: Any) -> None:
+        assert len(await s.get_docs(GetDocumentsOptions(filter=ok))) == 3
+        assert len(await client.get_docs("idx", GetDocumentsOptions(filter=ok))) == 3
+        for call in (
+            s.get_docs(GetDocumentsOptions(filter=deep)),
+            client.get_docs("idx", GetDocumentsOptions(filter=deep)),
+        ):
+            assert "nested too deeply" in await _unchanged(client, s, call)
+        # a query runs here only: any depth the compiler manages, else InvalidArgumentError
+        hits = await s.query("", QueryOptions(embedding=[1, 0, 0, 0], filter=nested(2000)))
+        assert len(hits.docs) == 3
+
+    run(_with_index(tmp_path, body))
