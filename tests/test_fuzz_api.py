@@ -5,13 +5,14 @@ option type's constructor) and fills its arguments with hostile values: ``None``
 huge integers (``-10**5000``), NaN and infinities, lists and dicts nested thousands deep, long
 names, names and keys with lone surrogates, control characters and ``/``, plus well-formed
 values so that calls also get past the first check (the values: tests/fuzz_values.py). The
-call runs against the embedded store
-in a temporary directory. Two properties:
+call runs against the embedded store in a temporary directory. Three properties:
 
 * the call returns, or raises a ``MossError`` (or a documented ``RuntimeError`` /
   ``TimeoutError``: a failed job, an index that is not loaded). Anything else is *untyped*;
 * a rejected call leaves the stored data unchanged: the cloud index ``idx`` (its documents and
-  version) and the open session ``sess`` (its documents).
+  version) and the open session ``sess`` (its documents);
+* the session and the store accept or reject the same ``add_docs`` / ``get_docs`` /
+  ``delete_docs`` arguments alike (:func:`agreement`).
 
 The test here is bounded (30 derandomised examples per call, 1,320 in all, a few seconds; set
 ``MOSS_FUZZ_EXAMPLES`` for more);
