@@ -12,4 +12,9 @@ def test_query_result_document_info_defaults() -> None:
     assert QueryResultDocumentInfo("b", "x").score == 0.0
     # positional order unchanged: id, text, metadata, score, index_name, payload
     full = QueryResultDocumentInfo("c", "t", {"k": "v"}, 0.25, "idx", "p")
-    assert (full.metadata, full.score, full.index_name, full.payload) == ({"k": "v"}, 0.25, "idx", "p")
+    assert (full.metadata, full.score, full.index_name, full.payload) == (
+        {"k": "v"},
+        0.25,
+        "idx",
+        "p",
+    )
