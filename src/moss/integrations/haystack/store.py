@@ -7,12 +7,9 @@ caller's loop); each sync method runs its coroutine on the store's private loop 
 
 from __future__ import annotations
 
-import asyncio
 import os
-import weakref
 from collections.abc import Coroutine
 from dataclasses import replace
-from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from haystack import Document, default_to_dict
@@ -24,6 +21,7 @@ from ...errors import InvalidArgumentError, MossError
 from ...session import SessionIndex
 from ...types import DocumentInfo, QueryOptions
 from .._loop import LoopThread
+from .._owned import OwnedResources
 from .._targets import LoadedTarget, SessionTarget, Target, unit
 from ._documents import MossDuplicateDocumentError, from_moss, plan_filter, to_moss
 
@@ -32,7 +30,7 @@ __all__ = ["MossDocumentStore"]
 T = TypeVar("T")
 
 
-class MossDocumentStore:
+class MossDocumentStore(OwnedResources):
     """A Haystack document store over a moss session (writable) or a loaded index (read-only).
 
     Args:
@@ -87,8 +85,7 @@ class MossDocumentStore:
         self._owned_client: MossClient | None = None
         self._owns_session = False
         self._closed = False
-        self._loop = LoopThread()
-        self._finalizer = weakref.finalize(self, LoopThread.stop, self._loop)
+        self._start_loop()
 
     # ------------------------------------------------------------ opening and closing
 
@@ -150,10 +147,7 @@ class MossDocumentStore:
         except BaseException:
             loop.stop()
             raise
-        store._finalizer.detach()
-        store._loop.stop()
-        store._loop = loop
-        store._finalizer = weakref.finalize(store, LoopThread.stop, loop)
+        store._adopt_loop(loop)
         return store
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,51 +159,6 @@ class MossDocumentStore:
         """Reopen a store serialised by :meth:`to_dict` (:meth:`create`; key from the env)."""
         params = dict(data.get("init_parameters") or {})
         return cls.create(**{k: v for k, v in params.items() if v is not None})
-
-    async def _aclose_owned(self) -> None:
-        if self._owns_session and isinstance(self._target, SessionTarget):
-            await self._target.session.close()
-        if self._owned_client is not None:
-            await self._owned_client.close()
-
-    async def aclose(self) -> None:
-        """Close what the store opened itself (session, client) and stop its loop thread."""
-        if self._closed:
-            return
-        self._closed = True
-        await self._aclose_owned()
-        await asyncio.to_thread(self._finalizer)
-
-    def close(self) -> None:
-        """Sync :meth:`aclose`: the owned session and client close on the private loop."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._owns_session or self._owned_client is not None:
-            self._loop.run(self._aclose_owned())
-        self._finalizer()
-
-    def __enter__(self) -> MossDocumentStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> MossDocumentStore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         kind = "session" if self._target.writable else "loaded index"

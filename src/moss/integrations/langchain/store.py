@@ -7,12 +7,9 @@ caller's loop); each sync method runs its coroutine on the store's private loop 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
-import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Literal
 
 import numpy as np
@@ -27,6 +24,7 @@ from ...errors import InvalidArgumentError, MossError
 from ...session import SessionIndex
 from ...types import DocumentInfo, QueryOptions
 from .._loop import LoopThread
+from .._owned import OwnedResources
 from .._targets import LoadedTarget, SessionTarget, unit
 from ._documents import (
     MossEmbeddings,
@@ -44,7 +42,7 @@ DEFAULT_K = 4  # LangChain's convention
 # ---------------------------------------------------------------------------------- store
 
 
-class MossVectorStore(VectorStore):
+class MossVectorStore(OwnedResources, VectorStore):
     """A LangChain ``VectorStore`` over a moss session (writable) or a loaded index (read-only).
 
     Args:
@@ -109,8 +107,7 @@ class MossVectorStore(VectorStore):
         self._owned_client: MossClient | None = None
         self._owns_session = False
         self._closed = False
-        self._loop = LoopThread()
-        self._finalizer = weakref.finalize(self, LoopThread.stop, self._loop)
+        self._start_loop()
 
     # ------------------------------------------------------------ opening and closing
 
@@ -180,56 +177,8 @@ class MossVectorStore(VectorStore):
             loop.stop()
             raise
         # The session was opened on this loop: keep it as the store's loop for sync calls.
-        store._finalizer.detach()
-        store._loop.stop()
-        store._loop = loop
-        store._finalizer = weakref.finalize(store, LoopThread.stop, loop)
+        store._adopt_loop(loop)
         return store
-
-    async def _aclose_owned(self) -> None:
-        if self._owns_session and isinstance(self._target, SessionTarget):
-            await self._target.session.close()
-        if self._owned_client is not None:
-            await self._owned_client.close()
-
-    async def aclose(self) -> None:
-        """Close what the store opened itself (session, client) and stop its loop thread."""
-        if self._closed:
-            return
-        self._closed = True
-        await self._aclose_owned()
-        await asyncio.to_thread(self._finalizer)
-
-    def close(self) -> None:
-        """Sync :meth:`aclose`: the owned session and client close on the private loop."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._owns_session or self._owned_client is not None:
-            self._loop.run(self._aclose_owned())
-        self._finalizer()
-
-    def __enter__(self) -> MossVectorStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> MossVectorStore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         kind = "session" if self._target.writable else "loaded index"

@@ -7,9 +7,7 @@ loop; each sync method runs its coroutine on the store's private loop thread
 
 from __future__ import annotations
 
-import asyncio
 import os
-import weakref
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -30,6 +28,7 @@ from ...errors import InvalidArgumentError, MossError
 from ...session import SessionIndex
 from ...types import QueryOptions
 from .._loop import LoopThread
+from .._owned import OwnedResources
 from .._targets import LoadedTarget, SessionTarget, Target, unit
 from ._nodes import REF_DOC_KEY, from_moss, moss_filters, to_moss
 
@@ -49,7 +48,7 @@ _MODES = ", ".join(
 )
 
 
-class MossVectorStore(BasePydanticVectorStore):
+class MossVectorStore(OwnedResources, BasePydanticVectorStore):
     """A LlamaIndex vector store over a moss session (writable) or a loaded index (read-only).
 
     Args:
@@ -109,8 +108,7 @@ class MossVectorStore(BasePydanticVectorStore):
         self._alpha = alpha
         self._fusion = fusion
         self._normalize = normalize
-        self._loop = LoopThread()
-        self._finalizer = weakref.finalize(self, LoopThread.stop, self._loop)
+        self._start_loop()
 
     @classmethod
     def class_name(cls) -> str:
@@ -172,46 +170,8 @@ class MossVectorStore(BasePydanticVectorStore):
         except BaseException:
             loop.stop()
             raise
-        store._finalizer.detach()
-        store._loop.stop()
-        store._loop = loop
-        store._finalizer = weakref.finalize(store, LoopThread.stop, loop)
+        store._adopt_loop(loop)
         return store
-
-    async def _aclose_owned(self) -> None:
-        if self._owns_session and isinstance(self._target, SessionTarget):
-            await self._target.session.close()
-        if self._owned_client is not None:
-            await self._owned_client.close()
-
-    async def aclose(self) -> None:
-        """Close what the store opened itself (session, client) and stop its loop thread."""
-        if self._closed:
-            return
-        self._closed = True
-        await self._aclose_owned()
-        await asyncio.to_thread(self._finalizer)
-
-    def close(self) -> None:
-        """Sync :meth:`aclose`."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._owns_session or self._owned_client is not None:
-            self._loop.run(self._aclose_owned())
-        self._finalizer()
-
-    def __enter__(self) -> MossVectorStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> MossVectorStore:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     @property
     def client(self) -> Any:
