@@ -20,7 +20,7 @@ from ..errors import InvalidArgumentError
 from ..session import SessionIndex
 from ..types import DocumentInfo, GetDocumentsOptions, QueryOptions, SearchResult
 
-__all__ = ["LoadedTarget", "SessionTarget", "Target", "unit"]
+__all__ = ["LoadedTarget", "SessionTarget", "Target", "target_for", "unit"]
 
 
 class SessionTarget:
@@ -95,6 +95,28 @@ class LoadedTarget:
 
 
 Target = SessionTarget | LoadedTarget
+
+
+def target_for(
+    owner: str,
+    index: SessionIndex | None,
+    client: MossClient | None,
+    index_name: str | None,
+) -> Target:
+    """The target an adapter named ``owner`` wraps: a session, or a client's loaded index."""
+    if index is not None:
+        if client is not None or index_name is not None:
+            raise InvalidArgumentError("pass a session, or client and index_name, not both")
+        if not isinstance(index, SessionIndex):
+            raise InvalidArgumentError(
+                f"index must be a moss SessionIndex, not {type(index).__name__}"
+            )
+        return SessionTarget(index)
+    if client is not None and index_name is not None:
+        return LoadedTarget(client, index_name)
+    raise InvalidArgumentError(
+        f"{owner} needs a SessionIndex, or a MossClient and the index_name of an index loaded in it"
+    )
 
 
 def unit(vector: Sequence[float]) -> list[float]:

@@ -32,7 +32,7 @@ from ..client import MossClient
 from ..session import SessionIndex
 from ..types import QueryOptions
 from ._loop import LoopThread
-from ._targets import LoadedTarget, SessionTarget, Target
+from ._targets import target_for
 
 __all__ = ["MossRM"]
 
@@ -63,22 +63,7 @@ class MossRM(dspy.Retrieve):  # type: ignore[misc]
         filter: dict[str, Any] | None = None,
         fusion: Literal["score", "rrf"] | None = None,
     ) -> None:
-        target: Target
-        if index is not None:
-            if client is not None or index_name is not None:
-                raise InvalidArgumentError("pass a session, or client and index_name, not both")
-            if not isinstance(index, SessionIndex):
-                raise InvalidArgumentError(
-                    f"index must be a moss SessionIndex, not {type(index).__name__}"
-                )
-            target = SessionTarget(index)
-        elif client is not None and index_name is not None:
-            target = LoadedTarget(client, index_name)
-        else:
-            raise InvalidArgumentError(
-                "MossRM needs a SessionIndex, or a MossClient and the index_name of an index "
-                "loaded in it"
-            )
+        target = target_for("MossRM", index, client, index_name)
         _check_k(k)
         super().__init__(k=k)
         self._target = target

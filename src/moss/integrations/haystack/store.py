@@ -22,7 +22,7 @@ from ...session import SessionIndex
 from ...types import DocumentInfo, QueryOptions
 from .._loop import LoopThread
 from .._owned import OwnedResources
-from .._targets import LoadedTarget, SessionTarget, Target, unit
+from .._targets import SessionTarget, target_for, unit
 from ._documents import MossDuplicateDocumentError, from_moss, plan_filter, to_moss
 
 __all__ = ["MossDocumentStore"]
@@ -55,22 +55,7 @@ class MossDocumentStore(OwnedResources):
         index_name: str | None = None,
         embedding_dim: int | None = None,
     ) -> None:
-        target: Target
-        if index is not None:
-            if client is not None or index_name is not None:
-                raise InvalidArgumentError("pass a session, or client and index_name, not both")
-            if not isinstance(index, SessionIndex):
-                raise InvalidArgumentError(
-                    f"index must be a moss SessionIndex, not {type(index).__name__}"
-                )
-            target = SessionTarget(index)
-        elif client is not None and index_name is not None:
-            target = LoadedTarget(client, index_name)
-        else:
-            raise InvalidArgumentError(
-                "MossDocumentStore needs a SessionIndex, or a MossClient and the index_name "
-                "of an index loaded in it"
-            )
+        target = target_for("MossDocumentStore", index, client, index_name)
         if embedding_dim is not None and (
             isinstance(embedding_dim, bool)
             or not isinstance(embedding_dim, int)

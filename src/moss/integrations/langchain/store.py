@@ -25,7 +25,7 @@ from ...session import SessionIndex
 from ...types import DocumentInfo, QueryOptions
 from .._loop import LoopThread
 from .._owned import OwnedResources
-from .._targets import LoadedTarget, SessionTarget, unit
+from .._targets import SessionTarget, target_for, unit
 from ._documents import (
     MossEmbeddings,
     encode_metadata,
@@ -74,22 +74,7 @@ class MossVectorStore(OwnedResources, VectorStore):
         fusion: Literal["score", "rrf"] | None = None,
         normalize: bool = True,
     ) -> None:
-        target: SessionTarget | LoadedTarget
-        if index is not None:
-            if client is not None or index_name is not None:
-                raise InvalidArgumentError("pass a session, or client and index_name, not both")
-            if not isinstance(index, SessionIndex):
-                raise InvalidArgumentError(
-                    f"index must be a moss SessionIndex, not {type(index).__name__}"
-                )
-            target = SessionTarget(index)
-        elif client is not None and index_name is not None:
-            target = LoadedTarget(client, index_name)
-        else:
-            raise InvalidArgumentError(
-                "MossVectorStore needs a SessionIndex, or a MossClient and the index_name "
-                "of an index loaded in it"
-            )
+        target = target_for("MossVectorStore", index, client, index_name)
         if embedding is not None and not isinstance(embedding, Embeddings):
             raise InvalidArgumentError(
                 f"embedding must be a LangChain Embeddings, not {type(embedding).__name__}"

@@ -29,7 +29,7 @@ from ...session import SessionIndex
 from ...types import QueryOptions
 from .._loop import LoopThread
 from .._owned import OwnedResources
-from .._targets import LoadedTarget, SessionTarget, Target, unit
+from .._targets import SessionTarget, Target, target_for, unit
 from ._nodes import REF_DOC_KEY, from_moss, moss_filters, to_moss
 
 __all__ = ["MossVectorStore"]
@@ -87,22 +87,7 @@ class MossVectorStore(OwnedResources, BasePydanticVectorStore):
         fusion: Literal["score", "rrf"] | None = None,
         normalize: bool = True,
     ) -> None:
-        target: Target
-        if index is not None:
-            if client is not None or index_name is not None:
-                raise InvalidArgumentError("pass a session, or client and index_name, not both")
-            if not isinstance(index, SessionIndex):
-                raise InvalidArgumentError(
-                    f"index must be a moss SessionIndex, not {type(index).__name__}"
-                )
-            target = SessionTarget(index)
-        elif client is not None and index_name is not None:
-            target = LoadedTarget(client, index_name)
-        else:
-            raise InvalidArgumentError(
-                "MossVectorStore needs a SessionIndex, or a MossClient and the index_name "
-                "of an index loaded in it"
-            )
+        target = target_for("MossVectorStore", index, client, index_name)
         super().__init__(stores_text=True, is_embedding_query=target.model_id == CUSTOM)
         self._target = target
         self._alpha = alpha
