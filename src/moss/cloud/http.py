@@ -8,7 +8,8 @@ is shown to nobody else. Error responses are rebuilt into the exception class th
 
 Snapshots download straight into one preallocated buffer (the server sends ``Content-Length``),
 and a download names the version already held (``If-None-Match``) so an unchanged index costs one
-small request and no transfer.
+small request and no transfer. A server over an object store may answer a download with a redirect
+to a presigned URL; that GET goes out on a second client that carries no moss credentials.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import httpx
 
@@ -46,6 +47,7 @@ CONNECT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 120.0
 _OCTET = {"Content-Type": "application/octet-stream"}
 _UPLOAD_CHUNK = 4 << 20
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 def _chunks(data: bytes) -> Iterator[bytes]:
@@ -74,6 +76,26 @@ def _source_path(source_id: str) -> str:
     return "/v1/web-sources/" + quote(source_id, safe="")
 
 
+def _read_body(r: httpx.Response, name: str) -> bytearray:
+    """A streamed snapshot body in one preallocated buffer (grown if the length was wrong)."""
+    size = int(r.headers.get("content-length") or 0)
+    buf = bytearray(size)
+    view = memoryview(buf)
+    filled = 0
+    for chunk in r.iter_raw(4 << 20):
+        end = filled + len(chunk)
+        if end > len(buf):  # no or wrong Content-Length: grow
+            view.release()
+            buf.extend(b"\0" * (end - len(buf)))
+            view = memoryview(buf)
+        view[filled:end] = chunk
+        filled = end
+    view.release()
+    if filled != len(buf):
+        raise MossError(f"the download of index {name!r} was truncated", code=DESERIALIZATION)
+    return buf
+
+
 class HttpBackend:
     """:class:`~moss.cloud.base.Backend` talking to ``moss serve`` at ``base_url``."""
 
@@ -96,6 +118,7 @@ class HttpBackend:
             timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
             transport=transport,
         )
+        self._bare: httpx.Client | None = None  # for presigned download URLs (no credentials)
 
     # -------------------------------------------------------------- plumbing
 
@@ -214,33 +237,59 @@ class HttpBackend:
         )
 
     def download(self, name: str, if_version: str | None = None) -> tuple[str, Any]:
+        """The current version of ``name`` and its snapshot bytes (None if ``if_version`` is
+        still current). A ``307`` to a presigned object-store URL is followed here, without the
+        project credentials, and retried from the start if that URL has expired."""
         headers = {"If-None-Match": f'"{if_version}"'} if if_version is not None else {}
+        for _ in range(3):
+            try:
+                with self._client.stream("GET", _path(name) + "/snapshot", headers=headers) as r:
+                    version = r.headers.get("x-moss-version", "")
+                    if r.status_code == 304:
+                        return version or (if_version or ""), None
+                    location = r.headers.get("location")
+                    if r.status_code not in _REDIRECTS or not location:
+                        if r.status_code >= 400:
+                            r.read()
+                            raise self._error(r)
+                        return version, _read_body(r, name)
+                    target = urljoin(str(r.url), location)
+            except httpx.TransportError as e:
+                raise self._network(e) from e
+            buf = self._follow(target, name)
+            if buf is not None:
+                return version, buf
+        raise MossError(
+            f"the download of index {name!r} kept failing at the object store", code=NETWORK
+        )
+
+    def _follow(self, url: str, name: str) -> bytearray | None:
+        """GET a presigned URL with a bare client (no moss headers: the URL is its own
+        credential and the host is not the moss server). None: expired or gone, ask again."""
+        if self._bare is None:
+            self._bare = httpx.Client(
+                headers={"User-Agent": "moss-python"},
+                timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+                follow_redirects=True,  # safe: this client carries no credentials
+            )
+        host = httpx.URL(url).host  # never the query string: it holds the signature
         try:
-            with self._client.stream("GET", _path(name) + "/snapshot", headers=headers) as r:
-                version = r.headers.get("x-moss-version", "")
-                if r.status_code == 304:
-                    return version or (if_version or ""), None
+            with self._bare.stream("GET", url) as r:
+                if r.status_code in (403, 404):
+                    return None
                 if r.status_code >= 400:
-                    r.read()
-                    raise self._error(r)
-                size = int(r.headers.get("content-length") or 0)
-                buf = bytearray(size)
-                view = memoryview(buf)
-                filled = 0
-                for chunk in r.iter_raw(4 << 20):
-                    end = filled + len(chunk)
-                    if end > len(buf):  # no or wrong Content-Length: grow
-                        view.release()
-                        buf.extend(b"\0" * (end - len(buf)))
-                        view = memoryview(buf)
-                    view[filled:end] = chunk
-                    filled = end
-                view.release()
+                    raise MossError(
+                        f"the object store at {host} answered HTTP {r.status_code} to the "
+                        f"download of index {name!r}",
+                        code=NETWORK,
+                    )
+                return _read_body(r, name)
         except httpx.TransportError as e:
-            raise self._network(e) from e
-        if filled != len(buf):
-            raise MossError(f"the download of index {name!r} was truncated", code=DESERIALIZATION)
-        return version, buf
+            raise MossError(
+                f"cannot reach the object store at {host} to download index {name!r}: "
+                f"{type(e).__name__}",
+                code=NETWORK,
+            ) from e
 
     # -------------------------------------------------------------- files and web sources
 
@@ -321,3 +370,5 @@ class HttpBackend:
 
     def close(self) -> None:
         self._client.close()
+        if self._bare is not None:
+            self._bare.close()

@@ -93,7 +93,7 @@ from ..sources import (
     check_source_id,
     web_source_to_json,
 )
-from ..types import GetDocumentsOptions
+from ..types import GetDocumentsOptions, validate_index_name
 from .auth import FailureThrottle
 from .bodies import (
     ALLOW,
@@ -456,10 +456,33 @@ def create_app(
         started = await call(store.web.resync, project, source_id)
         return JSONResponse({"id": started.id, "job_id": started.job_id, "status": started.status})
 
+    def presign_version(project: str, name: str, tag: str | None) -> tuple[str, str | None]:
+        """The current version and a presigned URL of its blob (None: unchanged or unsigned)."""
+        validate_index_name(name)
+        row = store.catalog.get_index(project, name)
+        if row is None:
+            raise MossError(f"index {name!r} not found", code=NOT_FOUND)
+        if row.version is None:
+            raise MossError(f"index {name!r} has no completed version yet", code=NOT_FOUND)
+        version = row.version.removeprefix("versions/")
+        if tag == version:
+            return version, None
+        return version, store.blobs.presign(row.version, int(lim.redirect_expires_s))
+
     async def download(request: Request, project: str, name: str) -> Response:
         tag = request.headers.get("if-none-match")
         if tag is not None:
             tag = tag.strip().removeprefix("W/").strip('"')
+        headers: dict[str, str]
+        if lim.redirect_downloads:  # 304 if unchanged, else 307 to a presigned URL if possible
+            version, url = await call(presign_version, project, name, tag)
+            headers = {"ETag": f'"{version}"', "X-Moss-Version": version}
+            if url is None and tag == version:
+                return Response(status_code=304, headers=headers)
+            if url is not None:
+                headers["Location"] = url
+                headers["Cache-Control"] = "no-store"  # the URL expires; never cache the redirect
+                return Response(status_code=307, headers=headers)
         version, f, size = await call(store.open_version, project, name, tag)
         headers = {"ETag": f'"{version}"', "X-Moss-Version": version}
         if f is None:

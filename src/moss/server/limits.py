@@ -103,6 +103,10 @@ class Limits:
     docs_page_size: int = 1000
     auth_failures_burst: int = 10
     auth_failures_per_s: float = 1.0
+    # 1: answer snapshot downloads with 307 to a presigned URL when the blob store can sign one
+    # (S3); off by default because clients must then be able to reach the object store.
+    redirect_downloads: int = 0
+    redirect_expires_s: float = 300.0
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Limits:
