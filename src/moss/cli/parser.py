@@ -256,12 +256,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(
         sub,
         "serve",
-        "Run the self-hostable moss server (needs the server extra).",
-        "moss serve --data ./moss-data --port 7700",
+        "Run the self-hostable moss server (needs the server extra): one process over a data "
+        "directory, or one node of a cluster over S3 + PostgreSQL (docs/deployment.md).",
+        "moss serve --data ./moss-data --port 7700\n"
+        "moss serve --data /var/cache/moss --store s3://bucket/moss \\\n"
+        "    --catalog postgresql://moss@db/moss --role api      # or --role worker (no port)",
         "server:serve",
         json_flag=False,
     )
-    p.add_argument("--data", required=True, metavar="DIR", help="data directory (must exist)")
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="data directory (must exist); with --catalog: the node's local cache (created)",
+    )
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="blob store: s3://bucket/prefix (env MOSS_STORE; S3 endpoint and credentials from "
+        "the AWS_* variables or MOSS_S3_ENDPOINT_URL); default: DIR/blobs",
+    )
+    p.add_argument(
+        "--catalog",
+        metavar="URL",
+        help="catalog shared by every node: postgresql://... (env MOSS_CATALOG); default: "
+        "SQLite in DIR",
+    )
+    p.add_argument(
+        "--role",
+        choices=["all", "api", "worker"],
+        help="env MOSS_ROLE; all (default): API and jobs; api: API only, never runs jobs; "
+        "worker: runs any node's jobs, no HTTP port, stops after its current job on "
+        "SIGTERM/SIGINT. api/worker need --catalog. Lease TTL, heartbeat, GC grace: env "
+        "MOSS_LEASE_TTL_S (10), MOSS_HEARTBEAT_S (2), MOSS_GC_GRACE_S (120)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
     p.add_argument("--port", type=int, default=7700, help="default 7700")
     p.add_argument(
@@ -316,7 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
         "moss projects create --data ./moss-data --name demo --json",
         "server:projects_create",
     )
-    p.add_argument("--data", required=True, metavar="DIR", help="server data directory")
+    p.add_argument("--data", metavar="DIR", help="server data directory")
+    p.add_argument(
+        "--catalog", metavar="URL", help="a cluster's catalog (postgresql://...; env MOSS_CATALOG)"
+    )
     p.add_argument("--name", help="project name")
     p = leaf(
         projects,
@@ -325,7 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
         "moss projects rotate-key proj_0123456789abcdef --data ./moss-data",
         "server:projects_rotate_key",
     )
-    p.add_argument("--data", required=True, metavar="DIR", help="server data directory")
+    p.add_argument("--data", metavar="DIR", help="server data directory")
+    p.add_argument(
+        "--catalog", metavar="URL", help="a cluster's catalog (postgresql://...; env MOSS_CATALOG)"
+    )
     p.add_argument("project", metavar="PROJECT_ID", help="the project id (proj_...)")
     p = leaf(
         projects,
@@ -334,7 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
         "moss projects revoke proj_0123456789abcdef --data ./moss-data",
         "server:projects_revoke",
     )
-    p.add_argument("--data", required=True, metavar="DIR", help="server data directory")
+    p.add_argument("--data", metavar="DIR", help="server data directory")
+    p.add_argument(
+        "--catalog", metavar="URL", help="a cluster's catalog (postgresql://...; env MOSS_CATALOG)"
+    )
     p.add_argument("project", metavar="PROJECT_ID", help="the project id (proj_...)")
     p = leaf(
         projects,
@@ -343,5 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
         "moss projects list --data ./moss-data --json",
         "server:projects_list",
     )
-    p.add_argument("--data", required=True, metavar="DIR", help="server data directory")
+    p.add_argument("--data", metavar="DIR", help="server data directory")
+    p.add_argument(
+        "--catalog", metavar="URL", help="a cluster's catalog (postgresql://...; env MOSS_CATALOG)"
+    )
     return root

@@ -5,12 +5,17 @@ Starlette or uvicorn is missing they name ``pip install 'mosslite[server]'``. ``
 a user most often gets wrong before uvicorn starts, so each gets one clear line instead of a
 multi-line log: a data directory that does not exist (a typo would otherwise silently create an
 empty one; ``projects create`` creates it) and a port that is already taken.
+
+Cluster nodes (``--store s3://... --catalog postgresql://... --role api|worker|all``, or the
+``MOSS_STORE``/``MOSS_CATALOG``/``MOSS_ROLE`` variables; flags win) keep their projects in the
+shared catalog, so ``projects`` commands take ``--catalog`` instead of ``--data`` there.
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import os
 import socket
 import sys
 from pathlib import Path
@@ -77,11 +82,30 @@ def check_port(host: str, port: int) -> None:
             ) from None
 
 
+def _cluster_options(args: argparse.Namespace) -> tuple[str | None, str | None, str]:
+    """``(store, catalog, role)`` from the flags, else ``MOSS_STORE``/``MOSS_CATALOG``/
+    ``MOSS_ROLE``."""
+    store = args.store or os.environ.get("MOSS_STORE") or None
+    catalog = args.catalog or os.environ.get("MOSS_CATALOG") or None
+    role = args.role or os.environ.get("MOSS_ROLE") or "all"
+    if role not in ("all", "api", "worker"):
+        raise InvalidArgumentError(f"MOSS_ROLE must be all, api or worker, not {role!r}")
+    if role != "all" and not catalog:
+        raise InvalidArgumentError(
+            f"--role {role} needs a catalog every node shares: --catalog postgresql://... "
+            "(or MOSS_CATALOG)"
+        )
+    return store, catalog, role
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the server in the foreground (on the main thread, outside any event loop: uvicorn
     installs its own signal handlers there, and Ctrl-C must reach its graceful shutdown so the
-    store finishes queued jobs)."""
+    store finishes queued jobs). ``--role worker`` runs jobs only and binds no port."""
+    store, catalog, role = _cluster_options(args)
     data = Path(args.data)
+    if catalog:  # the directory is only this node's cache: nothing to mistype into existence
+        data.mkdir(parents=True, exist_ok=True)
     if not data.is_dir():
         raise InvalidArgumentError(
             f"data directory {args.data!r} does not exist: create it and a project with "
@@ -105,11 +129,15 @@ def serve(args: argparse.Namespace) -> int:
         max_indexes=args.max_indexes,
         max_pending_jobs=args.max_pending_jobs,
     )
-    check_port(args.host, args.port)
-    scheme = "https" if args.ssl_certfile else "http"
-    sys.stderr.write(
-        f"moss {__version__} serving {args.data} on {scheme}://{args.host}:{args.port}\n"
-    )
+    if role == "worker":
+        sys.stderr.write(f"moss {__version__} worker running jobs from {catalog}\n")
+    else:
+        check_port(args.host, args.port)
+        scheme = "https" if args.ssl_certfile else "http"
+        what = f"{role} node of {catalog}" if catalog else args.data
+        sys.stderr.write(
+            f"moss {__version__} serving {what} on {scheme}://{args.host}:{args.port}\n"
+        )
     try:
         server.serve(
             args.data,
@@ -120,6 +148,9 @@ def serve(args: argparse.Namespace) -> int:
             ssl_keyfile=args.ssl_keyfile,
             limits=limits,
             quotas=quotas,
+            blobs=store,
+            catalog=catalog,
+            role=role,
         )
     except ImportError as e:  # an optional piece the server imports lazily
         raise _missing_extra(e) from e
@@ -129,8 +160,9 @@ def serve(args: argparse.Namespace) -> int:
 async def projects_create(args: argparse.Namespace) -> int:
     """Create a project in a server data directory (created if missing); print its id and key."""
     server = _server_module(web=False)
+    catalog = _catalog_arg(args)
     try:
-        project_id, project_key = server.create_project(args.data, name=args.name)
+        project_id, project_key = server.create_project(args.data, name=args.name, catalog=catalog)
     except ImportError as e:
         raise _missing_extra(e) from e
     if args.json:
@@ -141,7 +173,18 @@ async def projects_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_dir(args: argparse.Namespace) -> Path:
+def _catalog_arg(args: argparse.Namespace) -> str | None:
+    """``--catalog`` (else ``MOSS_CATALOG``); without either, ``--data`` is required."""
+    catalog = args.catalog or os.environ.get("MOSS_CATALOG") or None
+    if catalog is None and not args.data:
+        raise InvalidArgumentError("give --data DIR (or --catalog URL for a cluster)")
+    return catalog
+
+
+def _data_dir(args: argparse.Namespace) -> Path | None:
+    """The data directory, checked; None when the projects live in a ``--catalog``."""
+    if _catalog_arg(args) is not None:
+        return None
     data = Path(args.data)
     if not (data / "catalog.sqlite3").is_file():
         raise InvalidArgumentError(f"{args.data!r} is not a moss server data directory")
@@ -152,7 +195,7 @@ async def projects_rotate_key(args: argparse.Namespace) -> int:
     """Replace a project's key; print the new one (shown only now)."""
     from ..server.projects import rotate_key
 
-    key = rotate_key(_data_dir(args), args.project)
+    key = rotate_key(_data_dir(args), args.project, catalog=_catalog_arg(args))
     if args.json:
         json_out({"project_id": args.project, "project_key": key})
     else:
@@ -165,7 +208,7 @@ async def projects_revoke(args: argparse.Namespace) -> int:
     """Remove a project's key (its indexes stay; ``rotate-key`` issues a new key)."""
     from ..server.projects import revoke_key
 
-    revoke_key(_data_dir(args), args.project)
+    revoke_key(_data_dir(args), args.project, catalog=_catalog_arg(args))
     if args.json:
         json_out({"project_id": args.project, "revoked": True})
     else:
@@ -175,9 +218,17 @@ async def projects_revoke(args: argparse.Namespace) -> int:
 
 async def projects_list(args: argparse.Namespace) -> int:
     """The data directory's projects (never their keys)."""
-    from ..server.catalog import SqliteCatalog
+    from ..server.catalog import Catalog, SqliteCatalog
 
-    catalog = SqliteCatalog(_data_dir(args) / "catalog.sqlite3")
+    data = _data_dir(args)
+    url = _catalog_arg(args)
+    catalog: Catalog
+    if url:
+        from ..server.catalog import open_catalog
+
+        catalog = open_catalog(url)
+    else:
+        catalog = SqliteCatalog(Path(str(data)) / "catalog.sqlite3")
     try:
         projects = catalog.list_projects()
     finally:

@@ -32,6 +32,8 @@ Endpoints (also in ``/openapi.json``)::
     POST   /v1/indexes/{name}/docs            add documents (body: document batch) -> job
     POST   /v1/indexes/{name}/docs/delete     delete documents (JSON {"ids": [...]}) -> job
     POST   /v1/indexes/{name}/docs/query?limit=&cursor=   get_docs (JSON options) -> one page
+    POST   /v1/indexes/{name}/query           run a query (JSON QueryOptions + "query") on the
+                                              current version -> SearchResult (QueryService)
     POST   /v1/indexes/{name}/files?model_id=&parse_options=   create from files (body: MOSSFILES
                                               container, moss.cloud.wire) -> job
     GET    /v1/jobs/{job_id}?wait=SECONDS     job state (optionally long-polling until finished)
@@ -69,6 +71,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..cloud.query_wire import query_from_json, result_to_json
 from ..cloud.wire import (
     JobRecord,
     docs_to_json,
@@ -88,6 +91,7 @@ from ..errors import (
     InvalidArgumentError,
     MossError,
 )
+from ..input_limits import check_json, enforced
 from ..sources import (
     CONFLICT,
     check_source_id,
@@ -110,6 +114,7 @@ from .bodies import (
 from .catalog import JobRow
 from .limits import RATE_LIMITED, Limits, QuotaError, Quotas
 from .openapi import openapi_document
+from .queries import QueryService
 from .store import Store, job_status
 
 __all__ = ["DEFAULT_MAX_JSON_BYTES", "DEFAULT_MAX_UPLOAD_BYTES", "create_app"]
@@ -167,7 +172,10 @@ def create_app(
     *,
     limits: Limits | None = None,
     quotas: Quotas | None = None,
+    query_cache_indexes: int | None = None,
+    query_cache_bytes: int | None = None,
     allow_private_crawl: bool | None = None,
+    store_options: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> Starlette:
     """The ASGI app serving the data directory ``data_dir`` (created if missing).
@@ -176,8 +184,13 @@ def create_app(
         data_dir: the store's directory (catalog, blobs).
         limits: request limits (default: :meth:`Limits.from_env`).
         quotas: per-project quotas (default: :meth:`Quotas.from_env`).
+        query_cache_indexes, query_cache_bytes: bounds of the cache of loaded versions that
+            answers ``POST /v1/indexes/{name}/query`` (:class:`~moss.server.queries.QueryService`;
+            default ``MOSS_QUERY_CACHE_INDEXES``/``MOSS_QUERY_CACHE_BYTES``, else 8 and 2 GiB).
         allow_private_crawl: let web sources crawl private/loopback/link-local addresses
             (None: the ``MOSS_ALLOW_PRIVATE_CRAWL`` environment variable, ``1`` to allow).
+        store_options: more :class:`Store` arguments (``catalog=``, ``blobs=``, ``role=``: a
+            cluster node, see :mod:`moss.server.store`).
         overrides: individual :class:`Limits` fields, e.g. ``max_upload_bytes=``.
     """
     if allow_private_crawl is None:
@@ -188,12 +201,15 @@ def create_app(
         raise TypeError(f"create_app() got unknown limits: {', '.join(sorted(unknown))}")
     lim = dataclasses.replace(lim, **overrides)
     max_json_bytes = lim.max_json_bytes
+    input_limits = lim.input_limits()
     store = Store(
         data_dir,
         allow_private_crawl=allow_private_crawl,
         quotas=quotas if quotas is not None else Quotas.from_env(),
+        **(store_options or {}),
     )
     throttle = FailureThrottle(lim.auth_failures_burst, lim.auth_failures_per_s)
+    queries = QueryService(store, max_indexes=query_cache_indexes, max_bytes=query_cache_bytes)
     uploads = [0]  # bodies being received now (one event loop: no lock needed)
     pages: OrderedDict[tuple[str, str, str, str], list[Any]] = OrderedDict()
     changes: list[_Changes] = []
@@ -232,6 +248,7 @@ def create_app(
         body = bytearray()
         async for chunk in limited(request, max_json_bytes, lim):
             body += chunk
+        check_json(body, "the request body", input_limits)  # before json.loads builds it
         try:
             obj = json.loads(body) if body else {}
         except RecursionError:
@@ -244,9 +261,13 @@ def create_app(
             )
         return obj
 
+    def finish_limited(job: JobRow) -> JobRow:
+        with enforced(input_limits):  # the decoders below check the upload's sizes
+            return store.finish(job)
+
     async def finish(job: JobRow) -> JobRow:
         try:
-            return await call(store.finish, job)
+            return await call(finish_limited, job)
         except MossError:
             raise
         except BAD_INPUT as e:  # a decoder tripped over a malformed body
@@ -409,6 +430,10 @@ def create_app(
             return job_json(await upload(request, job))
         if sub == ("docs", "query") and method == "POST":
             return await docs_page(request, project, name)
+        if sub == ("query",) and method == "POST":
+            text, options = query_from_json(await read_json(request))
+            result = await call(queries.query, project, name, text, options)
+            return JSONResponse(result_to_json(result))
         allowed = ALLOW.get(sub)
         if allowed is None:
             raise MossError(f"no such endpoint: {method} {request.url.path}", code=NOT_FOUND)
@@ -561,6 +586,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.store = store
+    app.state.queries = queries
     app.state.limits = lim
     return app
 

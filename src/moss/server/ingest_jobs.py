@@ -36,11 +36,12 @@ from ..errors import InvalidArgumentError, MossError
 from ..sources import CrawlStats, check_file_specs, check_files_model_id, check_parse_options
 from ..types import DocumentInfo, GetDocumentsOptions
 from .catalog import JobRow
+from .runtime_types import JobHost
+from .versions import Loaded
 
 if TYPE_CHECKING:
     from ..ingest.web import CrawlResult, Page
-    from .jobs import JobRunner, _Loaded
-    from .store import Store
+    from .jobs import JobRunner  # the runner imports this module: a type-only back-reference
 
 __all__ = [
     "SyncPlan",
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
 
 
-def validate_files(store: Store, job: JobRow, blob: Any) -> tuple[int, str]:
+def validate_files(store: JobHost, job: JobRow, blob: Any) -> tuple[int, str]:
     """Check an uploaded ``files`` container and reserve the new index; ``(files, index id)``."""
     import secrets
 
@@ -172,7 +173,7 @@ def run(runner: JobRunner, job: JobRow, progress: Progress) -> None:
         _purge(runner, job, progress)
 
 
-def _new_target(runner: JobRunner, model_id: str) -> _Loaded:
+def _new_target(runner: JobRunner, model_id: str) -> Loaded:
     return runner.loaded(None, Engine(CUSTOM, None), model_id, None)
 
 
@@ -193,7 +194,7 @@ def _files(runner: JobRunner, job: JobRow, progress: Progress) -> None:
     runner._commit(job, progress, None, target, snapshot=runner._snapshot(job, target))
 
 
-def _base(runner: JobRunner, job: JobRow, progress: Progress) -> _Loaded:
+def _base(runner: JobRunner, job: JobRow, progress: Progress) -> Loaded:
     """The index's current version, read from its blob (a crawl thread leaves the cache alone)."""
     store = runner.store
     row = store.catalog.get_index(job.project_id, job.index_name)

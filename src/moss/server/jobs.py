@@ -29,22 +29,20 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..engine import CUSTOM, Engine
 from ..errors import MossError
-from ..snapshot import SnapshotData, pack, unpack
+from ..snapshot import SnapshotData, pack
 from ..types import DocumentInfo
 from . import ingest_jobs
 from .catalog import JobRow, VersionInfo
+from .runtime_types import JobHost
 from .storage import new_key
+from .versions import Loaded, load_engine, model_version
 
-if TYPE_CHECKING:
-    from .store import Store
-
-__all__ = ["JobRunner", "load_engine"]
+__all__ = ["JobRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -58,37 +56,11 @@ class _Interrupted(Exception):
     """Raised inside a job by its progress callback once :meth:`JobRunner.abort` was called."""
 
 
-@dataclasses.dataclass
-class _Loaded:
-    """An index version held in memory by the runner."""
-
-    version: str | None
-    engine: Engine
-    model_id: str
-    model: dict[str, str] | None
-
-
-def load_engine(blob: Any) -> tuple[Engine, SnapshotData]:
-    """Decode a version blob into a model-agnostic engine (no embedder is loaded)."""
-    from ..cloud.wire import validate_columns
-
-    data = unpack(blob)
-    validate_columns(data)
-    view = dataclasses.replace(data, model_id=CUSTOM, model=None)
-    return Engine.from_snapshot(view), data
-
-
-def model_version(model_id: str, model: dict[str, str] | None, dimension: int | None) -> str:
-    """``IndexInfo.model.version``: the artifact of a built-in model, ``<dim>d`` for custom."""
-    if model_id == CUSTOM:
-        return f"{dimension}d" if dimension is not None else ""
-    return (model or {}).get("artifact_version", "")
-
-
 class JobRunner:
-    """Runs the store owner's queued jobs, one at a time, in submission order per index."""
+    """Runs queued jobs, one at a time, in submission order per index: the store owner's own
+    jobs, or (``store.claim_any``, cluster workers) any node's."""
 
-    def __init__(self, store: Store, *, idle_exit_s: float | None = None) -> None:
+    def __init__(self, store: JobHost, *, idle_exit_s: float | None = None) -> None:
         self.store = store
         self.idle_exit_s = idle_exit_s  # None: run until stopped (the server)
         self._thread: threading.Thread | None = None
@@ -98,7 +70,7 @@ class JobRunner:
         self._stopping = False
         self._drain = True
         self._aborting = False  # set by abort(): the running job stops at its next progress report
-        self._cache: OrderedDict[str, _Loaded] = OrderedDict()  # index id -> latest version
+        self._cache: OrderedDict[str, Loaded] = OrderedDict()  # index id -> latest version
         self._side: set[threading.Thread] = set()  # crawl jobs running on their own threads
 
     def wake(self) -> None:
@@ -143,12 +115,13 @@ class JobRunner:
             while True:
                 self._wake.clear()  # before looking for work: a later wake() is never lost
                 stop_now = self._stopping and not self._drain
-                job = None if stop_now else store.catalog.claim_next(store.owner)
+                job = None if stop_now else self._claim()
                 if job is not None:
                     self._execute(job)
                     idle_since = time.monotonic()
                     continue
-                unfinished = store.catalog.count_unfinished(store.owner)
+                # A cluster runner leaves queued jobs to the other workers when it stops.
+                unfinished = 0 if store.claim_any else store.catalog.count_unfinished(store.owner)
                 if self._stopping and (stop_now or unfinished == 0):
                     break
                 now = time.monotonic()
@@ -171,19 +144,19 @@ class JobRunner:
                 thread.join()
             with self._lock:
                 self._running = False
-            if store._closed:
-                store._finalize()
+            store.runner_exited()
+
+    def _claim(self) -> JobRow | None:
+        store = self.store
+        if store.claim_any:
+            return store.catalog.claim_next(store.owner, any_owner=True)
+        return store.catalog.claim_next(store.owner)
 
     def _maintenance(self) -> None:
         try:
-            self.store.recover()
-            self.store.collect(orphans=True)
+            self.store.maintenance()
         except Exception:
             log.exception("moss store maintenance failed")
-        try:
-            self.store.web.enqueue_due()
-        except Exception:
-            log.exception("moss web source scheduling failed")
 
     # -------------------------------------------------------------- one job
 
@@ -207,14 +180,14 @@ class JobRunner:
 
     def loaded(
         self, version: str | None, engine: Engine, model_id: str, model: dict[str, str] | None
-    ) -> _Loaded:
+    ) -> Loaded:
         """An index version held in memory (for :mod:`moss.server.ingest_jobs`)."""
-        return _Loaded(version, engine, model_id, model)
+        return Loaded(version, engine, model_id, model)
 
-    def read_version(self, key: str) -> _Loaded:
+    def read_version(self, key: str) -> Loaded:
         """Decode a version blob, bypassing the cache (safe from a crawl's own thread)."""
         engine, data = load_engine(self.store.blobs.read(key))
-        return _Loaded(key, engine, data.model_id, data.model)
+        return Loaded(key, engine, data.model_id, data.model)
 
     def _run_job(self, job: JobRow) -> None:
         store = self.store
@@ -264,8 +237,8 @@ class JobRunner:
         self,
         job: JobRow,
         progress: Progress,
-        base: _Loaded | None,
-        new: _Loaded,
+        base: Loaded | None,
+        new: Loaded,
         *,
         blob_from: str | None = None,
         snapshot: SnapshotData | None = None,
@@ -303,13 +276,13 @@ class JobRunner:
             while len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
 
-    def _snapshot(self, job: JobRow, loaded: _Loaded) -> SnapshotData:
+    def _snapshot(self, job: JobRow, loaded: Loaded) -> SnapshotData:
         snap = loaded.engine.to_snapshot(name=job.index_name)
         snap.model_id = loaded.model_id
         snap.model = loaded.model
         return snap
 
-    def _base(self, job: JobRow, progress: Progress) -> _Loaded:
+    def _base(self, job: JobRow, progress: Progress) -> Loaded:
         """The index's current version in memory (from the runner's cache when it is current)."""
         store = self.store
         row = store.catalog.get_index(job.project_id, job.index_name)
@@ -321,10 +294,10 @@ class JobRunner:
         if cached is not None and cached.version == row.version:
             return cached
         if row.version is None:  # its first build failed: start from an empty index
-            return _Loaded(None, Engine(CUSTOM, row.dimension), row.model_id, None)
+            return Loaded(None, Engine(CUSTOM, row.dimension), row.model_id, None)
         progress(5, "downloading")
         engine, data = load_engine(store.blobs.read(row.version))
-        return _Loaded(row.version, engine, data.model_id, data.model)
+        return Loaded(row.version, engine, data.model_id, data.model)
 
     # -------------------------------------------------------------- kinds
 
@@ -333,7 +306,7 @@ class JobRunner:
         progress(10, "deserializing")
         engine, data = load_engine(self.store.blobs.read(job.input_key))  # full validation
         progress(60, "building_index")
-        new = _Loaded(None, engine, data.model_id, data.model)
+        new = Loaded(None, engine, data.model_id, data.model)
         self._commit(job, progress, None, new, blob_from=job.input_key)
 
     def _delete(self, job: JobRow, progress: Progress) -> None:
@@ -354,7 +327,7 @@ class JobRunner:
         if job.kind == "create":
             model_id = str(job.params["model_id"])
             base = None
-            target = _Loaded(None, Engine(CUSTOM, batch.dimension), model_id, None)
+            target = Loaded(None, Engine(CUSTOM, batch.dimension), model_id, None)
         else:
             base = self._base(job, progress)
             target = base
@@ -364,7 +337,7 @@ class JobRunner:
         target.engine.add_documents(docs, upsert=upsert)
         self._commit(job, progress, base, target, snapshot=self._snapshot(job, target))
 
-    def _embed(self, target: _Loaded, docs: list[DocumentInfo], progress: Progress) -> _Loaded:
+    def _embed(self, target: Loaded, docs: list[DocumentInfo], progress: Progress) -> Loaded:
         """Embed ``docs`` in place with the built-in model (re-embedding the index first if its
         vectors came from another artifact, so one index never mixes two models)."""
         from ..embedding import get_embedder
@@ -392,5 +365,5 @@ class JobRunner:
             engine = Engine(CUSTOM, embedder.dimension)
             if existing:
                 engine.add_documents(existing)
-            return _Loaded(target.version, engine, target.model_id, model)
-        return _Loaded(target.version, target.engine, target.model_id, model)
+            return Loaded(target.version, engine, target.model_id, model)
+        return Loaded(target.version, target.engine, target.model_id, model)

@@ -1,6 +1,6 @@
 """The storage engine behind both the embedded cloud and ``moss serve``.
 
-A :class:`Store` is one data directory::
+By default a :class:`Store` is one data directory::
 
     <root>/catalog.sqlite3       projects, key hashes, indexes, versions, jobs (moss.server.catalog)
     <root>/blobs/versions/<hex>  immutable index versions in the snapshot container format
@@ -19,6 +19,22 @@ released, and the next store to look (on start-up, then every few seconds) marks
 unfinished jobs failed. Several processes may share a directory: SQLite serialises the catalog, and
 the claim rule in the catalog keeps jobs on one index in submission order across processes.
 
+**Cluster mode.** With a shared catalog (``catalog="postgresql://..."``) and usually a shared
+blob store (``blobs="s3://bucket/prefix"``), any number of processes on any machines act as one
+server; ``root`` is then only a node-local cache and scratch directory. Three things change:
+
+* liveness is a lease in the catalog (:class:`~moss.server.owners.Lease`: a heartbeat every
+  ``heartbeat_s``, dead after ``lease_ttl_s``), and :meth:`Store.recover` fails only the
+  *running* and *uploading* jobs of dead owners — queued jobs stay runnable by any worker;
+* the ``role`` splits the work: ``api`` nodes accept requests and uploads but never run jobs,
+  ``worker`` nodes run any node's queued jobs (claimed with ``any_owner=True``), ``all`` does
+  both; the catalog's ``listen`` wakes runners and ``wait_job`` long-polls across nodes;
+* garbage collection deletes a superseded version only ``gc_grace_s`` after it was superseded
+  (a reader on another node may still be downloading it), and the orphan sweep only touches
+  blobs older than ``orphan_age_s``.
+
+The timings' defaults are in :mod:`moss.server.cluster`.
+
 **Keys** are stored as HMAC-SHA256 digests under the directory's server secret and checked
 against the catalog on every request (:mod:`moss.server.auth`), so a rotated or revoked key stops
 working at once in every process. **Quotas** (:class:`~moss.server.limits.Quotas`: stored bytes,
@@ -29,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 import logging
 import os
 import secrets
@@ -58,6 +73,8 @@ from ..types import (
     ModelRef,
     validate_index_name,
 )
+from . import catalog as _catalog
+from . import storage as _storage
 from .auth import (
     KEY_SCHEME_HMAC,
     KEY_SCHEME_SCRYPT,
@@ -67,16 +84,22 @@ from .auth import (
     private_dir,
     scrypt_digest,
 )
-from .catalog import IndexRow, JobRow, SqliteCatalog
-from .limits import QuotaError, Quotas
-from .owners import OwnerLock, owner_alive
+from .catalog import Catalog, IndexRow, JobRow, SqliteCatalog
+from .cluster import CLUSTER, ROLES, setting
+from .inputs import check_quotas, stored_bytes, validate_input
+from .jobs import JobRunner
+from .limits import Quotas
+from .owners import Lease, OwnerLock, owner_alive
 from .projects import CATALOG_FILE, create_project, revoke_key, rotate_key
-from .storage import FileBlobStore
+from .storage import BlobStore, FileBlobStore
+from .versions import load_engine
 from .websources import WebSources
 
 __all__ = [
     "CATALOG_FILE",
+    "CLUSTER",
     "EMBEDDED_IDLE_EXIT_S",
+    "ROLES",
     "Store",
     "create_project",
     "job_status",
@@ -90,43 +113,71 @@ KINDS = ("create", "add", "delete", "push", "files", "crawl", "purge")
 EMBEDDED_IDLE_EXIT_S = 5.0
 _INTERRUPTED = "the job was interrupted: the process running it stopped before it finished"
 _VERSION_PREFIX = "versions/"
-
-
 # ------------------------------------------------------------------------------ the store
 
 
 class Store:
-    """One data directory: catalog, blobs and a job runner. See the module docstring.
+    """A catalog, a blob store and a job runner. See the module docstring.
 
     Args:
-        root: the data directory (created if missing).
+        root: the data directory (created if missing): catalog and blobs by default; with a
+            shared catalog, the node-local cache and scratch space.
+        catalog: a catalog URL or path (``postgresql://...``: cluster mode); None: the SQLite
+            catalog in ``root``.
+        blobs: a blob store URL or path (``s3://bucket/prefix``); None: ``root/blobs``.
+        role: ``all`` (default), ``api`` (accept requests, never run jobs) or ``worker`` (run
+            any node's jobs); the last two need a shared catalog.
         run_jobs: run jobs in this process (False for tools that only read the catalog).
         idle_exit_s: let the runner thread end after this many idle seconds (it restarts on the
             next submission); None keeps it running, for its periodic maintenance (the server).
+        lease_ttl_s, heartbeat_s: cluster liveness (see the module docstring).
+        gc_grace_s: seconds a superseded version is kept before it is deleted.
+        orphan_age_s: the orphan sweep deletes only unknown blobs older than this.
+
+    Raises:
+        InvalidArgumentError: an unknown role, or ``api``/``worker`` without a shared catalog.
     """
 
     def __init__(
         self,
         root: str | os.PathLike[str],
         *,
+        catalog: str | None = None,
+        blobs: str | None = None,
+        role: str = "all",
         run_jobs: bool = True,
         idle_exit_s: float | None = None,
         allow_private_crawl: bool = False,
         quotas: Quotas | None = None,
+        lease_ttl_s: float | None = None,
+        heartbeat_s: float | None = None,
+        gc_grace_s: float | None = None,
+        orphan_age_s: float | None = None,
     ) -> None:
-        from .jobs import JobRunner
-
+        if role not in ROLES:
+            raise InvalidArgumentError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
         self.root = Path(root)
         private_dir(self.root)
+        self.role = role
         self.quotas = quotas or Quotas.unlimited()
-        self.catalog = SqliteCatalog(self.root / CATALOG_FILE)
-        self.blobs = FileBlobStore(self.root / "blobs")
+        self.catalog: Catalog = (
+            _catalog.open_catalog(catalog) if catalog else SqliteCatalog(self.root / CATALOG_FILE)
+        )
+        try:
+            self._open(blobs, role, lease_ttl_s, heartbeat_s, gc_grace_s, orphan_age_s)
+        except BaseException:
+            self.catalog.close()
+            raise
         self.owner = secrets.token_hex(8)
-        self._owners_dir = self.root / "owners"
-        self._owner_lock = OwnerLock(self._owners_dir, self.owner)
+        self._lease: Lease | None = None
+        self._owner_lock: OwnerLock | None = None
+        if self.cluster:
+            self._lease = Lease(self.catalog, self.owner, role, self.lease_ttl_s, self.heartbeat_s)
+        else:
+            self._owner_lock = OwnerLock(self._owners_dir, self.owner)
         self._changed = threading.Condition()
         self.listeners: list[Callable[[], None]] = []  # called on every job state change
-        self._secret = load_secret(self.root)
+        self._secret = self.catalog.server_secret() if self.cluster else load_secret(self.root)
         self._dummy = key_digest(self._secret, "")
         self._readers: OrderedDict[str, Any] = OrderedDict()  # version key -> Engine
         self._readers_lock = threading.Lock()
@@ -136,15 +187,58 @@ class Store:
         self._finalize_lock = threading.Lock()
         self._generation = 0  # bumped by notify(), so a waiter never misses a change
         self.recover()
-        self.blobs.remove_temporaries()
+        if isinstance(self.blobs, FileBlobStore):
+            self.blobs.remove_temporaries()
         self.collect(orphans=True)
+        run_jobs = run_jobs and role != "api"
         self.runner = JobRunner(self, idle_exit_s=idle_exit_s) if run_jobs else None
         self.allow_private_crawl = allow_private_crawl  # web sources may crawl private addresses
         self.web = WebSources(self)
         if run_jobs:
             self.web.enqueue_due()  # scheduled crawls that fell due while no process ran them
+        if self.cluster:
+            self.catalog.listen(self._changed_elsewhere)  # after self.runner exists
         if self.runner is not None and idle_exit_s is None:
             self.runner.start()
+
+    def _open(
+        self,
+        blobs: str | None,
+        role: str,
+        lease_ttl_s: float | None,
+        heartbeat_s: float | None,
+        gc_grace_s: float | None,
+        orphan_age_s: float | None,
+    ) -> None:
+        """The blob store and the mode-dependent settings (after the catalog is open)."""
+        self.cluster = not isinstance(self.catalog, SqliteCatalog)
+        if role != "all" and not self.cluster:
+            raise InvalidArgumentError(
+                f"role {role!r} needs a catalog shared by every node (--catalog postgresql://...)"
+            )
+        self.lease_ttl_s = setting("lease_ttl_s", lease_ttl_s, self.cluster)
+        self.heartbeat_s = setting("heartbeat_s", heartbeat_s, self.cluster)
+        if self.cluster and self.heartbeat_s <= 0:
+            self.heartbeat_s = max(0.05, self.lease_ttl_s / 5)
+        self.gc_grace_s = setting("gc_grace_s", gc_grace_s, self.cluster)
+        self.orphan_age_s = setting("orphan_age_s", orphan_age_s, self.cluster)
+        self.blobs: BlobStore = (
+            _storage.open_blob_store(blobs, self.root / "cache")
+            if blobs
+            else FileBlobStore(self.root / "blobs")
+        )
+        self._owners_dir = self.root / "owners"
+
+    @property
+    def claim_any(self) -> bool:
+        """Whether this store's runner claims any node's queued jobs (cluster mode)."""
+        return self.cluster
+
+    def _changed_elsewhere(self) -> None:
+        """The catalog's listener: a job changed state on some node."""
+        self.notify()
+        if self.runner is not None and not self._closed:
+            self.runner.wake()
 
     # -------------------------------------------------------------- lifecycle
 
@@ -169,8 +263,25 @@ class Store:
             if self._finalized:
                 return
             self._finalized = True
-        self._owner_lock.release()
+        if self._owner_lock is not None:
+            self._owner_lock.release()
+        if self._lease is not None:
+            self._lease.release()
         self.catalog.close()
+
+    def runner_exited(self) -> None:
+        """The runner thread ended: finish closing if :meth:`close` did not wait for it."""
+        if self._closed:
+            self._finalize()
+
+    def maintenance(self) -> None:
+        """The runner's periodic pass: recover dead owners' jobs, collect garbage, then queue
+        the web crawls that fell due (each step runs even if an earlier one failed)."""
+        try:
+            self.recover()
+            self.collect(orphans=True)
+        finally:
+            self.web.enqueue_due()
 
     @property
     def finalized(self) -> bool:
@@ -186,20 +297,29 @@ class Store:
             listener()
 
     def recover(self) -> None:
-        """Fail the unfinished jobs of processes that died (their lock is free)."""
-        for owner in self.catalog.unfinished_owners() - {self.owner}:
-            if not owner_alive(self._owners_dir, owner):
+        """Fail the unfinished jobs of processes that died (their lock is free; in cluster mode,
+        their lease ran out — only their running and uploading jobs: queued ones stay queued)."""
+        if self.cluster:
+            dead = self.catalog.expired_owners() - {self.owner}
+        else:
+            candidates = self.catalog.unfinished_owners() - {self.owner}
+            dead = {o for o in candidates if not owner_alive(self._owners_dir, o)}
+        for owner in dead:
+            if self.cluster:
+                failed = self.catalog.fail_owner(owner, _INTERRUPTED, queued_too=False)
+            else:
                 failed = self.catalog.fail_owner(owner, _INTERRUPTED)
-                if failed:
-                    log.warning(
-                        "marked %d interrupted job(s) of a stopped process failed", len(failed)
-                    )
-                    self.notify()
+            if failed:
+                log.warning("marked %d interrupted job(s) of a stopped process failed", len(failed))
+                self.notify()
 
     def collect(self, *, orphans: bool = False) -> None:
         """Delete superseded versions and finished jobs' inputs (and, with ``orphans``, blobs
         the catalog does not know: a crash between writing a blob and registering it)."""
-        dead, inputs = self.catalog.collectable({self.owner})
+        if self.gc_grace_s > 0:
+            dead, inputs = self.catalog.collectable({self.owner}, grace_s=self.gc_grace_s)
+        else:
+            dead, inputs = self.catalog.collectable({self.owner})
         gone_v = [k for k in dead if self.blobs.delete(k)]
         gone_i = [k for k in inputs if self.blobs.delete(k)]
         if gone_v or gone_i:
@@ -207,7 +327,11 @@ class Store:
         if orphans:
             # List first, then read the catalog: a blob is registered before it is written, so
             # anything listed that the catalog does not know afterwards is truly an orphan.
-            listed = self.blobs.keys("versions") + self.blobs.keys("uploads")
+            age = self.orphan_age_s
+            if age > 0:  # other nodes may be between writing a blob and registering it
+                listed = self.blobs.keys("versions", age) + self.blobs.keys("uploads", age)
+            else:
+                listed = self.blobs.keys("versions") + self.blobs.keys("uploads")
             known = self.catalog.known_keys()
             for key in listed:
                 if key not in known:
@@ -251,43 +375,12 @@ class Store:
 
     def stored_bytes(self, project_id: str) -> int:
         """Bytes of a project's current index versions (what its storage quota counts)."""
-        total = 0
-        for row in self.catalog.list_indexes(project_id):
-            if row.version is not None:
-                with contextlib.suppress(KeyError):
-                    total += self.blobs.size(row.version)
-        return total
+        return stored_bytes(self, project_id)
 
     def upload_allowance(self, project_id: str) -> int | None:
         """Bytes the project may still upload under its storage quota (None: no quota)."""
         limit = self.quotas.max_project_bytes
         return None if limit is None else max(0, limit - self.stored_bytes(project_id))
-
-    def _check_quotas(self, project_id: str, name: str, kind: str) -> None:
-        q = self.quotas
-        if q.max_pending_jobs is not None:
-            pending = self.catalog.count_pending(project_id)
-            if pending >= q.max_pending_jobs:
-                raise QuotaError(
-                    f"project has {pending} unfinished jobs (quota {q.max_pending_jobs}); "
-                    "wait for some to finish",
-                    status=429,
-                )
-        if q.max_indexes is not None and kind in ("create", "files", "push"):
-            names = {r.name for r in self.catalog.list_indexes(project_id)}
-            if name not in names and len(names) >= q.max_indexes:
-                raise QuotaError(
-                    f"project has {len(names)} indexes (quota {q.max_indexes}); delete one first",
-                    status=429,
-                )
-        if q.max_project_bytes is not None and kind not in ("delete",):
-            used = self.stored_bytes(project_id)
-            if used >= q.max_project_bytes:
-                raise QuotaError(
-                    f"project stores {used} bytes (quota {q.max_project_bytes}); "
-                    "delete indexes or documents first",
-                    status=413,
-                )
 
     # -------------------------------------------------------------- indexes
 
@@ -330,8 +423,16 @@ class Store:
                 return version, None, 0
             try:
                 f = self.blobs.open(row.version)
-                return version, f, os.fstat(f.fileno()).st_size
             except KeyError:
+                continue
+            try:
+                return version, f, os.fstat(f.fileno()).st_size
+            except (OSError, AttributeError, ValueError):  # a stream without a file (S3)
+                pass
+            try:
+                return version, f, self.blobs.size(row.version)
+            except KeyError:
+                f.close()
                 continue
         raise MossError(f"index {name!r} changed too often to be read", code="INTERNAL")
 
@@ -371,8 +472,6 @@ class Store:
 
     def _reader(self, key: str) -> Any:
         """A read-only engine of one immutable version (small LRU, never mutated)."""
-        from .jobs import load_engine
-
         with self._readers_lock:
             engine = self._readers.get(key)
             if engine is not None:
@@ -394,7 +493,7 @@ class Store:
         validate_index_name(name)
         if kind not in KINDS or kind in ("crawl", "purge"):  # those two are queued internally
             raise InvalidArgumentError(f"unknown job kind {kind!r}")
-        self._check_quotas(project_id, name, kind)
+        check_quotas(self, self.quotas, project_id, name, kind)
         params = dict(params or {})
         index_id = None
         if kind in ("create", "files"):
@@ -415,7 +514,7 @@ class Store:
         input deleted, and the error raised."""
         key = f"uploads/{job.id}"
         try:
-            count, index_id = self._validate_input(job, key)
+            count, index_id = validate_input(self, job, key)
             if index_id is not None and index_id != job.index_id:
                 self.catalog.set_job_index(job.id, index_id)
             queued = self.catalog.queue_job(job.id, key, count)
@@ -451,66 +550,6 @@ class Store:
             raise
         return self.finish(job)
 
-    def _validate_input(self, job: JobRow, key: str) -> tuple[int, str | None]:
-        from ..cloud.wire import decode_batch, validate_columns
-        from ..engine import CUSTOM
-        from ..snapshot import unpack
-
-        blob = self.blobs.read(key)
-        if job.kind == "files":
-            from .ingest_jobs import validate_files
-
-            return validate_files(self, job, blob)
-        if job.kind == "delete":
-            try:
-                ids = json.loads(bytes(blob))["ids"]
-            except (ValueError, KeyError, TypeError) as e:
-                raise InvalidArgumentError('delete input must be {"ids": [...]}') from e
-            if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
-                raise InvalidArgumentError("doc_ids must be a non-empty list of strings")
-            return len(ids), None
-        if job.kind == "push":
-            data = unpack(memoryview(blob))
-            validate_columns(data)
-            if data.doc_count == 0:
-                raise InvalidArgumentError(
-                    f"cannot push index {job.index_name!r}: it has no documents; "
-                    "add documents first"
-                )
-            check_model_id(data.model_id)
-            _check_push(data)
-            return data.doc_count, None
-        docs, data = decode_batch(blob)
-        if data.vectors is not None:
-            _check_finite(data.vectors)
-        if job.kind == "create":
-            model = str(job.params["model_id"])
-            if not docs:
-                raise InvalidArgumentError("create_index needs at least one document")
-            dimension = None
-            index_id = secrets.token_hex(16)
-        else:
-            row = self._row(job.project_id, job.index_name)
-            if row.id != job.index_id:
-                raise MossError(f"index {job.index_name!r} not found", code=NOT_FOUND)
-            model, dimension, index_id = row.model_id, row.dimension, row.id
-        if model == CUSTOM:
-            if docs and data.vectors is None:
-                raise InvalidArgumentError("the custom model needs an embedding on every document")
-            if docs and dimension is not None and data.dimension != dimension:
-                detail = (
-                    f"Invalid embedding length: expected {dimension} but received {data.dimension}."
-                )
-                raise InvalidArgumentError(detail, detail=detail)
-        elif docs:
-            from ..embedding import get_embedder
-
-            get_embedder(model)  # MODEL_UNAVAILABLE now rather than as a failed job
-        if job.kind == "create":
-            dim = data.dimension if model == CUSTOM else None
-            self.catalog.reserve_index(job.project_id, job.index_name, index_id, model, dim)
-        return len(docs), index_id
-
     # -------------------------------------------------------------- job status
 
     def get_job(self, project_id: str, job_id: str) -> JobRow:
@@ -529,41 +568,11 @@ class Store:
             if job.terminal or left <= 0:
                 return job
             with self._changed:
-                # Woken by this process's runner; the cap covers jobs run by other processes.
+                # Woken by this process's runner, and in cluster mode by the catalog's listener;
+                # the cap covers jobs run by other processes sharing a directory.
                 if self._generation == seen:
-                    self._changed.wait(min(left, 0.1 if job.owner != self.owner else 1.0))
-
-
-def _check_finite(vectors: Any) -> None:
-    """Reject NaN or infinite vector components (checked in slices: no full-size temporary)."""
-    import numpy as np
-
-    step = max(1, (1 << 22) // max(1, vectors.shape[1]))
-    for lo in range(0, len(vectors), step):
-        bad = ~np.isfinite(vectors[lo : lo + step]).all(axis=1)
-        if bad.any():
-            row = lo + int(np.argmax(bad))
-            raise InvalidArgumentError(f"vector {row} contains NaN or infinite values")
-
-
-def _check_push(data: Any) -> None:
-    """What a pushed snapshot must satisfy to be served (structure was checked by unpack)."""
-    from ..engine import CUSTOM
-
-    if data.vectors is None:
-        raise InvalidArgumentError("a pushed index must carry one vector per document")
-    if len(set(data.ids)) != len(data.ids):
-        raise InvalidArgumentError("a pushed index has duplicate document ids")
-    if data.model_id != CUSTOM:
-        from ..embedding import get_embedder
-
-        expected = get_embedder(data.model_id).dimension
-        if data.dimension != expected:
-            raise InvalidArgumentError(
-                f"a pushed {data.model_id!r} index has {data.dimension}-d vectors; "
-                f"the model makes {expected}-d vectors"
-            )
-    _check_finite(data.vectors)
+                    cap = 1.0 if self.cluster or job.owner == self.owner else 0.1
+                    self._changed.wait(min(left, cap))
 
 
 def _info(row: IndexRow) -> IndexInfo:

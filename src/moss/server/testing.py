@@ -7,6 +7,10 @@
 directory, and can be stopped gracefully, killed with SIGKILL and restarted on the same port and
 directory (crash and offline tests). :class:`ThreadedServer` runs uvicorn in a thread of the
 current process (cheaper to start; used where a crash is not the point).
+
+Both take ``catalog=``/``blobs=`` (and the process ``role=``) to run a cluster node over a shared
+catalog and blob store; several :class:`ServerProcess` objects on one catalog form a cluster (a
+``worker`` process has no URL: it opens no port).
 """
 
 from __future__ import annotations
@@ -67,12 +71,17 @@ class ServerProcess:
         data_dir: str | os.PathLike[str],
         env: dict[str, str] | None = None,
         project: tuple[str, str] | None = None,
+        *,
+        catalog: str | None = None,
+        blobs: str | None = None,
+        role: str = "all",
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = env or {}
-        self.project = project or create_project(self.data_dir, "test")
+        self.catalog, self.blobs, self.role = catalog, blobs, role
+        self.project = project or create_project(self.data_dir, "test", catalog=catalog)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
@@ -91,10 +100,15 @@ class ServerProcess:
                 str(self.port),
                 "--log-level",
                 "warning",
+                *(["--catalog", self.catalog] if self.catalog else []),
+                *(["--store", self.blobs] if self.blobs else []),
+                "--role",
+                self.role,
             ],
             env=env,
         )
-        wait_until_up(self.url, timeout, self.proc)
+        if self.role != "worker":  # a worker has no port to poll
+            wait_until_up(self.url, timeout, self.proc)
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -133,15 +147,23 @@ class ServerProcess:
 class ThreadedServer:
     """uvicorn serving :func:`moss.server.app.create_app` in a daemon thread of this process."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], **limits: Any) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        catalog: str | None = None,
+        blobs: str | None = None,
+        **limits: Any,
+    ) -> None:
         import uvicorn
 
         from .app import create_app
         from .limits import uvicorn_config
 
         self.data_dir = Path(data_dir)
-        self.project = create_project(self.data_dir, "test")
-        self.app = create_app(self.data_dir, **limits)
+        self.project = create_project(self.data_dir, "test", catalog=catalog)
+        options = {"catalog": catalog, "blobs": blobs}
+        self.app = create_app(self.data_dir, store_options=options, **limits)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn_config(
