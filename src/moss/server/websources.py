@@ -1,10 +1,10 @@
 """Web sources in the store: their catalog table, their lifecycle, and crawl scheduling.
 
-A web source is a row of ``web_sources`` in the same SQLite catalog as the indexes (added to an
-existing catalog by :func:`migrate` on open; nothing else changes). Its settings are one JSON
-column, so a later setting needs no schema change. What the source has indexed is *not* kept here:
-its pages are the index's documents whose ``webSourceId`` metadata is the source id, so the index
-itself is the one source of truth a crawl diffs against (:mod:`moss.server.ingest_jobs`).
+A web source is a row of ``web_sources`` in the same catalog as the indexes (its SQL lives in
+:mod:`moss.server.catalog_web`, so sources work on SQLite and PostgreSQL alike). Its settings are
+one JSON column, so a later setting needs no schema change. What the source has indexed is *not*
+kept here: its pages are the index's documents whose ``webSourceId`` metadata is the source id, so
+the index itself is the one source of truth a crawl diffs against (:mod:`moss.server.ingest_jobs`).
 
 Crawls, and the purge that removes a deleted source's pages, are ordinary store jobs (kinds
 ``crawl`` and ``purge``) and therefore apply in submission order with the index's other jobs. A
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -42,12 +41,12 @@ from ..sources import (
     update_settings,
 )
 from ..types import validate_index_name
-from .catalog import JobRow, SqliteCatalog, utc_now
+from .catalog import JobRow, utc_now
 
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["MAX_SOURCES_PER_INDEX", "WebSources", "migrate"]
+__all__ = ["MAX_SOURCES_PER_INDEX", "WebSources"]
 
 MAX_SOURCES_PER_INDEX = 20
 _CRAWL_SETTINGS = (
@@ -60,42 +59,6 @@ _CRAWL_SETTINGS = (
     "parse_documents",
 )
 _CADENCE_DAYS = {"daily": 1, "weekly": 7}
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS web_sources (
-    id TEXT PRIMARY KEY,
-    project_id TEXT NOT NULL,
-    index_name TEXT NOT NULL,
-    root_url TEXT NOT NULL,
-    settings TEXT NOT NULL,
-    status TEXT NOT NULL,
-    job_id TEXT,
-    next_refresh_at TEXT,
-    last_crawled_at TEXT,
-    last_page_count INTEGER NOT NULL DEFAULT 0,
-    last_doc_count INTEGER NOT NULL DEFAULT 0,
-    last_error_code TEXT,
-    last_error TEXT,
-    last_stats TEXT,
-    seq INTEGER NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    UNIQUE (project_id, index_name, root_url)
-);
-CREATE INDEX IF NOT EXISTS web_sources_by_index ON web_sources (project_id, index_name);
-CREATE INDEX IF NOT EXISTS web_sources_due ON web_sources (next_refresh_at);
-"""
-_COLS = (
-    "id, project_id, index_name, root_url, settings, status, job_id, next_refresh_at, "
-    "last_crawled_at, last_page_count, last_doc_count, last_error_code, last_error, last_stats, "
-    "created_at, updated_at"
-)
-
-
-def migrate(catalog: SqliteCatalog) -> None:
-    """Add the web-source table to a catalog (idempotent; older catalogs gain it on open)."""
-    with catalog._lock:
-        catalog._db.executescript(_SCHEMA)
 
 
 def _later(days: int, start: str | None = None) -> str:
@@ -146,20 +109,12 @@ class WebSources:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.catalog = store.catalog
-        migrate(self.catalog)
 
     # -------------------------------------------------------------- rows
 
-    def _rows(self, where: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        with self.catalog._lock:
-            rows: list[tuple[Any, ...]] = self.catalog._db.execute(
-                f"SELECT {_COLS}, seq, job_id FROM web_sources WHERE {where}", args
-            ).fetchall()
-        return rows
-
     def _get(self, project_id: str, source_id: str) -> tuple[WebSource, str | None]:
         check_source_id(source_id)
-        rows = self._rows("id = ? AND project_id = ?", (source_id, project_id))
+        rows = self.catalog.web_sources(source_id=source_id, project_id=project_id)
         if not rows:
             raise MossError(f"web source {source_id!r} not found", code=NOT_FOUND)
         source = self.reconcile(rows[0])
@@ -180,27 +135,24 @@ class WebSources:
                 return source
             return self._set(
                 source.id,
-                "status = 'failed', last_error_code = 'PURGE_FAILED', last_error = ?",
-                ((job.error if job is not None else None) or "the purge job was lost",),
+                {
+                    "status": "failed",
+                    "last_error_code": "PURGE_FAILED",
+                    "last_error": (job.error if job is not None else None)
+                    or "the purge job was lost",
+                },
             )
         error = job.error if job is not None else "the crawl job was lost"
         if job is not None and job.status == "completed":  # finished, status write lost
-            return self._set(source.id, "status = 'idle'", (), only_if_crawling=job_id)
+            return self._set(source.id, {"status": "idle"}, only_if_crawling=job_id)
         return self.crawl_failed(source.id, job_id, "INTERRUPTED", error or "interrupted")
 
     def _set(
-        self, source_id: str, assignments: str, args: tuple[Any, ...], only_if_crawling: Any = None
+        self, source_id: str, changes: dict[str, Any], only_if_crawling: Any = None
     ) -> WebSource:
-        with self.catalog._tx() as cur:
-            sql = f"UPDATE web_sources SET {assignments}, updated_at = ? WHERE id = ?"
-            params: tuple[Any, ...] = (*args, utc_now(), source_id)
-            if only_if_crawling is not None:
-                sql += " AND status = 'crawling' AND job_id = ?"
-                params = (*params, only_if_crawling)
-            cur.execute(sql, params)
-            row = cur.execute(
-                f"SELECT {_COLS} FROM web_sources WHERE id = ?", (source_id,)
-            ).fetchone()
+        row = self.catalog.update_web_source(
+            source_id, changes, utc_now(), only_if_crawling=only_if_crawling
+        )
         if row is None:
             raise MossError(f"web source {source_id!r} not found", code=NOT_FOUND)
         return _source(row)
@@ -245,37 +197,25 @@ class WebSources:
         now = utc_now()
         cadence = settings["refresh_cadence"]
         next_at = _later(_CADENCE_DAYS[cadence]) if cadence in _CADENCE_DAYS else None
-        with self.catalog._tx() as cur:
-            count = cur.execute(
-                "SELECT COUNT(*) FROM web_sources WHERE project_id = ? AND index_name = ?",
-                (project_id, index_name),
-            ).fetchone()[0]
-            if count >= MAX_SOURCES_PER_INDEX:
-                raise InvalidArgumentError(
-                    f"Validation error: index {index_name!r} already has "
-                    f"{MAX_SOURCES_PER_INDEX} web sources (the maximum)"
-                )
-            (seq,) = cur.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM web_sources").fetchone()
-            try:
-                cur.execute(
-                    f"INSERT INTO web_sources ({_COLS}, seq) VALUES "
-                    "(?, ?, ?, ?, ?, 'idle', NULL, ?, NULL, 0, 0, NULL, NULL, NULL, ?, ?, ?)",
-                    (
-                        source_id,
-                        project_id,
-                        index_name,
-                        root,
-                        json.dumps(settings),
-                        next_at,
-                        now,
-                        now,
-                        seq,
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                raise AlreadyExistsError(
-                    f"web source {root!r} already exists for index {index_name!r}"
-                ) from None
+        added = self.catalog.add_web_source(
+            {
+                "id": source_id,
+                "project_id": project_id,
+                "index_name": index_name,
+                "root_url": root,
+                "settings": json.dumps(settings),
+                "next_refresh_at": next_at,
+                "created_at": now,
+            },
+            MAX_SOURCES_PER_INDEX,
+        )
+        if added == "full":
+            raise InvalidArgumentError(
+                f"Validation error: index {index_name!r} already has "
+                f"{MAX_SOURCES_PER_INDEX} web sources (the maximum)"
+            )
+        if added == "exists":
+            raise AlreadyExistsError(f"web source {root!r} already exists for index {index_name!r}")
         job = self._queue_crawl(project_id, source_id)
         source, _ = self._get(project_id, source_id)
         return CreateWebSourceResult(**_fields(source), job_id=job.id)
@@ -284,9 +224,9 @@ class WebSources:
         """The project's sources (of one index if given), newest first."""
         if index_name is not None:
             validate_index_name(index_name)
-            rows = self._rows("project_id = ? AND index_name = ?", (project_id, index_name))
+            rows = self.catalog.web_sources(project_id=project_id, index_name=index_name)
         else:
-            rows = self._rows("project_id = ?", (project_id,))
+            rows = self.catalog.web_sources(project_id=project_id)
         rows.sort(key=lambda r: r[16], reverse=True)
         return [self.reconcile(r) for r in rows]
 
@@ -320,7 +260,7 @@ class WebSources:
                     _later(_CADENCE_DAYS[cadence], start) if cadence in _CADENCE_DAYS else None
                 )
             source = self._set(
-                source_id, "settings = ?, next_refresh_at = ?", (json.dumps(settings), next_at)
+                source_id, {"settings": json.dumps(settings), "next_refresh_at": next_at}
             )
         job_id = None
         if resync:
@@ -348,17 +288,13 @@ class WebSources:
             self._remove(source_id)
             return DeleteWebSourceResult(True, source_id, None)
         job = self._new_job(project_id, source.index_name, row.id, "purge", source_id)
-        self._set(source_id, "status = 'removing', job_id = ?", (job.id,))
+        self._set(source_id, {"status": "removing", "job_id": job.id})
         self._queue(job)
         return DeleteWebSourceResult(True, source_id, job.id)
 
     def forget_index(self, project_id: str, index_name: str) -> None:
         """Drop the sources of a deleted index."""
-        with self.catalog._tx() as cur:
-            cur.execute(
-                "DELETE FROM web_sources WHERE project_id = ? AND index_name = ?",
-                (project_id, index_name),
-            )
+        self.catalog.delete_web_sources(project_id=project_id, index_name=index_name)
 
     # -------------------------------------------------------------- jobs
 
@@ -389,19 +325,19 @@ class WebSources:
             raise MossError(f"index {source.index_name!r} not found", code=NOT_FOUND)
         job = self._new_job(project_id, source.index_name, row.id, "crawl", source_id)
         # The status first: a reader never sees "crawling" with a job that does not exist yet.
-        self._set(source_id, "status = 'crawling', job_id = ?, last_error_code = NULL", (job.id,))
+        self._set(source_id, {"status": "crawling", "job_id": job.id, "last_error_code": None})
         return self._queue(job)
 
     def source_of(self, job: JobRow) -> WebSource | None:
         """The source a crawl or purge job works for (None if it was deleted)."""
-        rows = self._rows("id = ?", (str(job.params.get("source_id")),))
+        rows = self.catalog.web_sources(source_id=str(job.params.get("source_id")))
         return _source(rows[0][:16]) if rows else None
 
     def crawl_done(
         self, source_id: str, job_id: str, pages: int, docs: int, stats: CrawlStats
     ) -> None:
         """Record a completed crawl and schedule the next one."""
-        rows = self._rows("id = ?", (source_id,))
+        rows = self.catalog.web_sources(source_id=source_id)
         if not rows:
             return
         cadence = json.loads(rows[0][4])["refresh_cadence"]
@@ -409,21 +345,32 @@ class WebSources:
         next_at = _later(_CADENCE_DAYS[cadence], now) if cadence in _CADENCE_DAYS else None
         self._set(
             source_id,
-            "status = 'idle', last_crawled_at = ?, last_page_count = ?, last_doc_count = ?, "
-            "last_error_code = NULL, last_error = NULL, last_stats = ?, next_refresh_at = ?",
-            (now, pages, docs, json.dumps(stats.__dict__), next_at),
+            {
+                "status": "idle",
+                "last_crawled_at": now,
+                "last_page_count": pages,
+                "last_doc_count": docs,
+                "last_error_code": None,
+                "last_error": None,
+                "last_stats": json.dumps(stats.__dict__),
+                "next_refresh_at": next_at,
+            },
             only_if_crawling=job_id,
         )
 
     def crawl_failed(self, source_id: str, job_id: str, code: str, message: str) -> WebSource:
         """Record a failed crawl (the index is unchanged); scheduled crawls keep their cadence."""
-        rows = self._rows("id = ?", (source_id,))
+        rows = self.catalog.web_sources(source_id=source_id)
         cadence = json.loads(rows[0][4])["refresh_cadence"] if rows else "manual"
         next_at = _later(_CADENCE_DAYS[cadence]) if cadence in _CADENCE_DAYS else None
         return self._set(
             source_id,
-            "status = 'failed', last_error_code = ?, last_error = ?, next_refresh_at = ?",
-            (code, message, next_at),
+            {
+                "status": "failed",
+                "last_error_code": code,
+                "last_error": message,
+                "next_refresh_at": next_at,
+            },
             only_if_crawling=job_id,
         )
 
@@ -431,18 +378,10 @@ class WebSources:
         """Complete a crawl or purge that changed nothing, without writing a new version (a
         loaded copy of the index then has nothing to reload)."""
         row = self.catalog.get_index(job.project_id, job.index_name)
-        now = utc_now()
-        with self.catalog._tx() as cur:
-            cur.execute(
-                "UPDATE jobs SET status = 'completed', progress = 100, phase = NULL, "
-                "doc_count = ?, updated_at = ?, completed_at = ? WHERE id = ? "
-                "AND status NOT IN ('completed', 'failed')",
-                (row.doc_count if row is not None else 0, now, now, job.id),
-            )
+        self.catalog.complete_unchanged(job.id, row.doc_count if row is not None else 0)
 
     def _remove(self, source_id: str) -> None:
-        with self.catalog._tx() as cur:
-            cur.execute("DELETE FROM web_sources WHERE id = ?", (source_id,))
+        self.catalog.delete_web_sources(source_id=source_id)
 
     def purge_done(self, source_id: str) -> None:
         """The purge of a deleted source completed: the source is gone."""
@@ -455,25 +394,19 @@ class WebSources:
 
         Also repairs the status of sources whose crawl ended with its process.
         """
-        for row in self._rows("status IN ('crawling', 'removing')", ()):
+        for row in self.catalog.web_sources(statuses=("crawling", "removing")):
             self.reconcile(row)
         now = utc_now()
         queued = 0
-        for row in self._rows(
-            "next_refresh_at IS NOT NULL AND next_refresh_at <= ? AND status IN ('idle', 'failed')",
-            (now,),
-        ):
+        for row in self.catalog.web_sources(statuses=("idle", "failed"), due_by=now):
             source = _source(row[:16])
             cadence_days = _CADENCE_DAYS.get(source.refresh_cadence)
             if cadence_days is None:
                 continue
-            with self.catalog._tx() as cur:  # claim: only one process queues this crawl
-                claimed = cur.execute(
-                    "UPDATE web_sources SET next_refresh_at = ? WHERE id = ? "
-                    "AND next_refresh_at = ? AND status IN ('idle', 'failed')",
-                    (_later(cadence_days), source.id, source.next_refresh_at),
-                ).rowcount
-            if claimed:
+            # claim: only one process queues this crawl
+            if self.catalog.claim_web_refresh(
+                source.id, source.next_refresh_at, _later(cadence_days)
+            ):
                 try:
                     self._queue_crawl(row[1], source.id)
                     queued += 1
