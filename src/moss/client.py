@@ -10,6 +10,8 @@ store.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Union
@@ -19,7 +21,7 @@ from .cloud import ingest as cloud_ingest
 from .engine import CUSTOM, Engine
 from .errors import NOT_FOUND, InvalidArgumentError, MossError
 from .jobs import JobHandle
-from .runtime import Runtime
+from .runtime import Runtime, merge_results
 from .session import SessionIndex
 from .snapshot import SnapshotData
 from .sources import (
@@ -439,11 +441,15 @@ class MossClient:
     async def query(
         self, name: str, query: str, options: QueryOptions | None = None
     ) -> SearchResult:
-        """Search a loaded index (top_k 5, alpha 0.8). Not loaded: ``NOT_FOUND``."""
+        """Search an index (top_k 5, alpha 0.8). A loaded copy answers in process; an index
+        not loaded is queried where it is stored (the server, or the embedded store), with the
+        same results. Unknown index: ``NOT_FOUND``."""
         self._check_open()
         validate_index_name(name)
         check_query_text(query)
         check_query_options(options)
+        if not self._runtime.is_loaded(name):
+            return await self._cloud.query(name, query, options)
         return query_guard(lambda: self._runtime.query(name, query, options))
 
     async def query_multi_index(
@@ -452,15 +458,45 @@ class MossClient:
         query: str,
         options: QueryOptions | None = None,
     ) -> SearchResult:
-        """One ranking over loaded indexes and this client's sessions (top_k 10, alpha 0.8)."""
+        """One ranking over loaded indexes and this client's sessions (top_k 10, alpha 0.8).
+
+        Named indexes that are not loaded are queried where they are stored, one request each
+        with the same options, and their hits merged with the in-process ones by score
+        (docs/api.md, "query on an unloaded index"): the ranking equals the loaded one for
+        ``alpha=1``; for hybrid queries each index's hits are fused within that index."""
         self._check_open()
+        remote: list[str] = []
         if isinstance(names, (list, tuple)):
             for item in names:
                 if not isinstance(item, SessionIndex):
                     validate_index_name(item)
+                    if not self._runtime.is_loaded(item) and item not in remote:
+                        remote.append(item)
         check_query_text(query)
         check_query_options(options)
-        return query_guard(lambda: self._runtime.query_multi(names, query, options))
+        if not remote:
+            return query_guard(lambda: self._runtime.query_multi(names, query, options))
+        return await self._query_multi_remote(names, remote, query, options)
+
+    async def _query_multi_remote(
+        self,
+        names: Sequence[str | SessionIndex],
+        remote: list[str],
+        query: str,
+        options: QueryOptions | None,
+    ) -> SearchResult:
+        """``query_multi_index`` with some indexes not loaded (see its docstring)."""
+        start = time.perf_counter()
+        local = [n for n in names if isinstance(n, SessionIndex) or n not in remote]
+        top_k = options.top_k if options is not None and options.top_k is not None else 10
+        each = dataclasses.replace(options or QueryOptions(), top_k=top_k)
+        # The stored indexes first, so an unknown name is NOT_FOUND whatever else is wrong.
+        parts: list[SearchResult] = list(
+            await asyncio.gather(*(self._cloud.query(name, query, each) for name in remote))
+        )
+        if local:
+            parts.insert(0, query_guard(lambda: self._runtime.query_multi(local, query, each)))
+        return merge_results(parts, query, int(top_k), start)
 
     def _forget_session(self, session: SessionIndex) -> None:
         self._sessions.discard(session)

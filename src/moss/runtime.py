@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from .client import MossClient
     from .session import SessionIndex
 
-__all__ = ["MAX_PARALLEL_LOADS", "Runtime"]
+__all__ = ["MAX_PARALLEL_LOADS", "Runtime", "build_engine", "merge_results"]
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +136,7 @@ class Runtime:
             time.sleep(_RETRY_STEP_S)
 
     def _build(self, data: SnapshotData, name: str) -> Engine:
-        """An engine from a snapshot, with the model warmed (vectors are reused as stored)."""
-        if data.model_id == CUSTOM:
-            return Engine.from_snapshot(data, name=name)
-        from .embedding import get_embedder
-
-        embedder = get_embedder(data.model_id)
-        embedder.warm()
-        return Engine.from_snapshot(data, embedder=embedder, name=name)
+        return build_engine(data, name)
 
     def _cached_version(self, cache_dir: Path | None) -> str | None:
         """The version recorded in this project's cached snapshot, or None."""
@@ -372,6 +365,10 @@ class Runtime:
             raise RuntimeError(f"index '{name}' is not loaded")
         return entry.stale
 
+    def is_loaded(self, name: str) -> bool:
+        """Whether ``name`` has a loaded copy in this client (queries answer in process)."""
+        return name in self._loaded
+
     def loaded_version(self, name: str) -> str:
         """The cloud version the loaded copy of ``name`` was built from."""
         return self._entry(name).version
@@ -458,6 +455,36 @@ class Runtime:
                 seen.add(id(pair[1]))
                 out.append(pair)
         return out
+
+
+def build_engine(data: SnapshotData, name: str) -> Engine:
+    """An engine from a downloaded version, with the model warmed (vectors reused as stored).
+
+    The one way a queryable engine is made from a cloud version: ``load_index`` uses it, and so
+    does the store's :class:`~moss.server.queries.QueryService`, which is why a query on an
+    unloaded index returns what a loaded copy would.
+    """
+    if data.model_id == CUSTOM:
+        return Engine.from_snapshot(data, name=name)
+    from .embedding import get_embedder
+
+    embedder = get_embedder(data.model_id)
+    embedder.warm()
+    return Engine.from_snapshot(data, embedder=embedder, name=name)
+
+
+def merge_results(parts: list[SearchResult], text: str, top_k: int, start: float) -> SearchResult:
+    """Hits of several results as one ranking: by score, ties in the order the parts list
+    them; ``top_k`` kept. All parts must come from one model (as ``query_multi`` requires)."""
+    models = sorted({p.model_id for p in parts if p.model_id is not None})
+    if len(models) > 1:
+        raise InvalidArgumentError(
+            f"query_multi_index needs indexes that share one model; got {', '.join(models)}"
+        )
+    hits = [(d, i, r) for i, p in enumerate(parts) for r, d in enumerate(p.docs)]
+    hits.sort(key=lambda h: (-h[0].score, h[1], h[2]))
+    docs = [h[0] for h in hits[:top_k]]
+    return _result(docs, text, models[0] if models else CUSTOM, start)
 
 
 def _embedder(engine: Engine) -> Any:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import validation
 from ..docs_input import normalize_docs
-from ..engine import CUSTOM, Engine
+from ..engine import CUSTOM, Engine, validate_query_options
 from ..errors import INTERNAL, InvalidArgumentError, MossError
 from ..jobs import JobHandle
 from ..snapshot import SnapshotData, pack, unpack
@@ -43,6 +43,8 @@ from ..types import (
     MutationOptions,
     MutationResult,
     PushIndexResult,
+    QueryOptions,
+    SearchResult,
     upsert_flag,
     validate_index_name,
 )
@@ -169,9 +171,14 @@ class CloudIndexes:
         rec: JobRecord = await self._call(self.backend.get_job, job_id, 0.0)
         return rec.status
 
-    async def _finish(self, name: str, rec: JobRecord) -> MutationResult:
+    async def _finish(self, name: str, rec: JobRecord, count: int | None = None) -> MutationResult:
+        """Wait for the job; ``doc_count`` is the number of documents in the mutation (API.md
+        §2.1: a 5,000-document ``add_docs`` returns 5000 whatever the index held before).
+        ``count`` None (files, parsed by the store): the new index's count, which is that."""
         done = await self._wait(rec.job_id, DEFAULT_POLL_INTERVAL_S, DEFAULT_JOB_TIMEOUT_S)
-        return MutationResult(rec.job_id, name, int(done.doc_count or 0))
+        return MutationResult(
+            rec.job_id, name, int(done.doc_count or 0) if count is None else count
+        )
 
     # -------------------------------------------------------------- index management
 
@@ -210,7 +217,7 @@ class CloudIndexes:
         rec: JobRecord = await self._call(self.backend.create_index, name, model_id, batch)
         if not wait:
             return JobHandle(self._client, rec.job_id)
-        return await self._finish(name, rec)
+        return await self._finish(name, rec, len(items))
 
     async def add_docs(
         self,
@@ -236,7 +243,7 @@ class CloudIndexes:
         )
         batch = await asyncio.to_thread(_batch, items, model_id, upsert)
         rec: JobRecord = await self._call(self.backend.add_docs, name, batch)
-        return await self._finish(name, rec)
+        return await self._finish(name, rec, len(items))
 
     async def delete_docs(self, name: str, doc_ids: list[str]) -> MutationResult:
         validate_index_name(name)
@@ -246,7 +253,7 @@ class CloudIndexes:
                 "delete_docs needs at least one document id; doc_ids is empty"
             )
         rec: JobRecord = await self._call(self.backend.delete_docs, name, ids)
-        return await self._finish(name, rec)
+        return await self._finish(name, rec, len(ids))
 
     async def get_docs(
         self, name: str, options: GetDocumentsOptions | None = None
@@ -268,6 +275,25 @@ class CloudIndexes:
     async def delete_index(self, name: str) -> bool:
         validate_index_name(name)
         return bool(await self._call(self.backend.delete_index, name))
+
+    # -------------------------------------------------------------- queries
+
+    async def query(self, name: str, text: str, options: QueryOptions | None) -> SearchResult:
+        """Run a query where the index is stored (an index this client has not loaded).
+
+        The options are checked here as a loaded copy would check them (same messages; the
+        embedding's length is checked by the store, which knows the dimension), and the filter
+        as ``get_docs`` checks it before sending, so both backends fail alike.
+        """
+        validate_index_name(name)
+        if options is not None:
+            validation.check_filter(options.filter, compile=True)
+            try:
+                validate_query_options(options, None)
+            except RecursionError:
+                raise InvalidArgumentError("filter is nested too deeply") from None
+        result: SearchResult = await self._call(self.backend.query, name, text, options)
+        return result
 
     # -------------------------------------------------------------- sessions
 

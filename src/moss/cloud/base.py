@@ -18,7 +18,7 @@ from ..sources import (
     UpdateWebSourceResult,
     WebSource,
 )
-from ..types import DocumentInfo, GetDocumentsOptions, IndexInfo
+from ..types import DocumentInfo, GetDocumentsOptions, IndexInfo, QueryOptions, SearchResult
 from .wire import FilesUpload, JobRecord
 
 __all__ = ["Backend"]
@@ -57,6 +57,11 @@ class Backend(Protocol):
 
     def get_docs(self, name: str, options: GetDocumentsOptions | None) -> list[DocumentInfo]:
         """Stored documents, without embeddings."""
+        ...
+
+    def query(self, name: str, text: str, options: QueryOptions | None) -> SearchResult:
+        """Run a query on the index's current version where it is stored (``NOT_FOUND`` if
+        absent); the result equals a query on a loaded copy of that version."""
         ...
 
     def download(self, name: str, if_version: str | None = None) -> tuple[str, Any]:

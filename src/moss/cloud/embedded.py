@@ -3,7 +3,9 @@
 It is what ``MossClient`` uses when no server URL is configured, so every cloud method works with
 no network at all. The directory is a complete :class:`~moss.server.store.Store` (catalog, version
 blobs, job runner) holding this one project; the project key is not checked (API.md §4.1).
-Several clients and processes may share a directory: the store serialises them.
+Several clients and processes may share a directory: the store serialises them. A query on an
+index the client has not loaded runs here too, through the store's shared
+:class:`~moss.server.queries.QueryService` (one cache of loaded versions per directory).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from ..errors import NOT_FOUND, MossError
 from ..server.catalog import JobRow
+from ..server.queries import shared_service
 from ..server.registry import acquire_store, release_store
 from ..server.store import CATALOG_FILE, Store, job_status
 from ..sources import (
@@ -27,7 +30,14 @@ from ..sources import (
     WebSource,
     check_source_id,
 )
-from ..types import DocumentInfo, GetDocumentsOptions, IndexInfo, validate_index_name
+from ..types import (
+    DocumentInfo,
+    GetDocumentsOptions,
+    IndexInfo,
+    QueryOptions,
+    SearchResult,
+    validate_index_name,
+)
 from .wire import FilesUpload, JobRecord
 
 __all__ = ["EmbeddedBackend", "default_data_root"]
@@ -118,6 +128,9 @@ class EmbeddedBackend:
 
     def get_docs(self, name: str, options: GetDocumentsOptions | None) -> list[DocumentInfo]:
         return self._reader(name).get_docs(self._project, name, options)
+
+    def query(self, name: str, text: str, options: QueryOptions | None) -> SearchResult:
+        return shared_service(self._reader(name)).query(self._project, name, text, options)
 
     def download(self, name: str, if_version: str | None = None) -> tuple[str, Any]:
         return self._reader(name).read_version(self._project, name, if_version)

@@ -30,7 +30,8 @@ from ..sources import (
     WebSource,
     web_source_from_json,
 )
-from ..types import DocumentInfo, GetDocumentsOptions, IndexInfo
+from ..types import DocumentInfo, GetDocumentsOptions, IndexInfo, QueryOptions, SearchResult
+from .query_wire import query_to_json, result_from_json
 from .wire import (
     FilesUpload,
     JobRecord,
@@ -235,6 +236,12 @@ class HttpBackend:
         raise MossError(
             f"index {name!r} kept changing while its documents were read", code="CONFLICT"
         )
+
+    def query(self, name: str, text: str, options: QueryOptions | None) -> SearchResult:
+        body = query_to_json(text, options)
+        headers = {"Content-Type": "application/json"}
+        r = self._request("POST", _path(name) + "/query", content=body, headers=headers)
+        return result_from_json(self._json(r))
 
     def download(self, name: str, if_version: str | None = None) -> tuple[str, Any]:
         """The current version of ``name`` and its snapshot bytes (None if ``if_version`` is

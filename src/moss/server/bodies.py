@@ -113,6 +113,7 @@ ALLOW = {
     ("docs",): "POST",
     ("docs", "delete"): "POST",
     ("docs", "query"): "POST",
+    ("query",): "POST",
     ("files",): "POST",
 }
 

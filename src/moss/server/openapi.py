@@ -172,7 +172,82 @@ def openapi_document() -> dict[str, Any]:
     del options["properties"]["resync"]  # a new source always crawls
     options["properties"]["refresh_cadence"] = {"enum": ["daily", "weekly", None]}
     options["properties"]["model_id"] = {"enum": list(BUILTIN_MODEL_IDS)}
+    _add_query(doc)
     return doc
+
+
+_INT62 = 2**62 - 1  # moss.validation refuses integers outside (-2**62, 2**62)
+
+
+def _add_query(doc: dict[str, Any]) -> None:
+    """``POST /v1/indexes/{name}/query`` (moss.server.queries): a query run on the server."""
+    schemas = doc["components"]["schemas"]
+    unit = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+    schemas["QueryRequest"] = {
+        "type": "object",
+        "description": "The query text and QueryOptions (docs/api.md §3.4); omitted or null "
+        "fields take the defaults of a local query (top_k 5, alpha 0.8). Ranges beyond these "
+        "types (the embedding's length, the filter's operators) are checked as a local query "
+        "checks them.",
+        "properties": {
+            "query": {"type": "string"},
+            "embedding": {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 1},
+            "top_k": {"type": ["integer", "null"], "minimum": 0, "maximum": _INT62},
+            "alpha": unit,
+            "filter": {"anyOf": [{"$ref": "#/components/schemas/Filter"}, {"type": "null"}]},
+            "group_by": {
+                "type": ["object", "null"],
+                "properties": {
+                    "parent_field": {"type": "string"},
+                    "order_field": {"type": "string"},
+                },
+                "required": ["parent_field", "order_field"],
+                "additionalProperties": False,
+            },
+            "min_score": unit,
+            "candidate_depth": {"type": ["integer", "null"], "minimum": 1, "maximum": _INT62},
+            "fusion": {"enum": ["score", "rrf", None]},
+        },
+        "required": ["query"],
+        "additionalProperties": False,
+    }
+    schemas["SearchResult"] = {
+        "type": "object",
+        "properties": {
+            "docs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "text": {"type": "string"},
+                        "metadata": {
+                            "type": ["object", "null"],
+                            "additionalProperties": {"type": "string"},
+                        },
+                        "score": {"type": "number"},
+                        "index_name": {"type": ["string", "null"]},
+                        "payload": {"type": ["string", "null"]},
+                    },
+                    "required": ["id", "text", "score"],
+                },
+            },
+            "query": {"type": "string"},
+            "index_name": {"type": ["string", "null"]},
+            "time_taken_ms": {"type": ["integer", "null"]},
+            "model_id": {"type": ["string", "null"]},
+        },
+        "required": ["docs", "query"],
+    }
+    doc["paths"]["/v1/indexes/{name}/query"] = {
+        "parameters": [_NAME],
+        "post": _op(
+            "Run a query on the index's current version (the server loads it into a bounded "
+            "cache); the result equals a query on a loaded copy of that version",
+            {"200": _ok("SearchResult")},
+            requestBody={"required": True, "content": _json("QueryRequest")},
+        ),
+    }
 
 
 def _document() -> dict[str, Any]:
