@@ -324,10 +324,9 @@ def test_download_redirects_to_presigned_s3_url(s3_url: str, tmp_path: Path) -> 
     with ThreadedServer(tmp_path / "plain") as plain:
         expected = asyncio.run(_load_and_query(plain))
 
-    server = ThreadedServer(tmp_path / "s3srv", redirect_downloads=1)
+    server = ThreadedServer(tmp_path / "s3srv", blobs=s3_url, redirect_downloads=1)
     store = server.app.state.store
-    if not isinstance(store.blobs, S3BlobStore):  # until the app is built with an S3 store
-        store.blobs = _s3(s3_url, tmp_path / "s3srv" / "cache")
+    assert isinstance(store.blobs, S3BlobStore)
     with server:
         assert asyncio.run(_load_and_query(server)) == expected
 
@@ -348,7 +347,9 @@ def test_download_redirects_to_presigned_s3_url(s3_url: str, tmp_path: Path) -> 
         assert backend.download("kb") == (version, bytearray(direct.content))
         assert backend.download("kb", version) == (version, None)
         backend.close()
-    store.blobs.close()
+        # the blobs live in the bucket, not in the data directory
+        assert not (tmp_path / "s3srv" / "blobs" / "versions").exists()
+        assert store.blobs.keys("versions") == [row.version]
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):

@@ -448,9 +448,10 @@ class S3BlobStore:
                     st = p.stat()
                 except FileNotFoundError:
                     continue
-                if p.name.startswith("."):  # a download that crashed midway
-                    with contextlib.suppress(OSError):
-                        p.unlink()
+                if p.name.startswith("."):  # a download that crashed midway (or is running)
+                    if st.st_mtime < time.time() - 600:
+                        with contextlib.suppress(OSError):
+                            p.unlink()
                     continue
                 found.append((st.st_atime, f"{folder.name}/{p.name}", st.st_size))
         for _, key, size in sorted(found):
