@@ -92,16 +92,17 @@ async def delete(args: argparse.Namespace) -> int:
     async with make_client(args) as client:
         with point_of_no_return():  # one short job: finish it rather than leave it running
             result = await client.delete_docs(args.name, list(args.ids))
+        remain = (await client.get_index(args.name)).doc_count  # result.doc_count: ids sent
     seconds = time.perf_counter() - start
     if args.json:
         json_out(
             {
                 "index": args.name,
-                "doc_count": result.doc_count,
+                "doc_count": remain,
                 "job_id": result.job_id,
                 "seconds": round(seconds, 3),
             }
         )
     else:
-        out(f"Deleted from {args.name!r}: {result.doc_count} docs remain.")
+        out(f"Deleted from {args.name!r}: {remain} docs remain.")
     return 0

@@ -230,10 +230,11 @@ class MossTools:
         if session is not None:
             await session.add_docs(docs)
             return AddResult(index=index, added=len(docs), doc_count=session.doc_count)
-        result = await self.client.add_docs(index, docs)
+        await self.client.add_docs(index, docs)
         if index in self._loaded:
             await self.client.load_index(index)  # re-check: the next search sees the write
-        return AddResult(index=index, added=len(docs), doc_count=result.doc_count)
+        total = (await self.client.get_index(index)).doc_count  # add_docs counts only the batch
+        return AddResult(index=index, added=len(docs), doc_count=total)
 
 
 _SEARCH_DOC = (
