@@ -2,9 +2,10 @@
 
 A thin facade: cloud index management and jobs live in :mod:`moss.cloud` (one backend interface,
 an embedded store or a ``moss serve`` server), loaded indexes in :mod:`moss.runtime`, sessions in
-:mod:`moss.session`. The constructor does no I/O. Nothing touches the network unless a server URL
-is given (``server_url=`` or ``MOSS_SERVER_URL``); without one the "cloud" is an embedded on-disk
-store.
+:mod:`moss.session`. ``query`` picks the place: a loaded copy answers in process, any other index
+is queried by the backend where it is stored. The constructor does no I/O. Nothing touches the
+network unless a server URL is given (``server_url=`` or ``MOSS_SERVER_URL``); without one the
+"cloud" is an embedded on-disk store.
 """
 
 from __future__ import annotations

@@ -21,6 +21,10 @@ A :class:`Runtime` belongs to one ``MossClient``. Each loaded index is an entry 
 ``query_multi_index`` (§3.4) searches several loaded indexes and the client's sessions as one: the
 query is embedded once, per-index vector and keyword candidates are merged into global lists and
 fused once, so ``top_k``, ``filter`` and ``min_score`` are global.
+
+Indexes that are *not* loaded are queried where they are stored (the client asks its backend); the
+store builds its engines with :func:`build_engine`, the function ``load`` uses, so both answer
+alike. :func:`merge_results` joins such per-index answers with the in-process ones.
 """
 
 from __future__ import annotations
