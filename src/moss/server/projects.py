@@ -17,9 +17,8 @@ import secrets
 from pathlib import Path
 
 from ..errors import NOT_FOUND, InvalidArgumentError, MossError
-from . import catalog as _catalog
 from .auth import KEY_SCHEME_HMAC, key_digest, load_secret, new_key, private_dir
-from .catalog import Catalog, SqliteCatalog
+from .catalog import Catalog, SqliteCatalog, open_catalog
 
 __all__ = ["CATALOG_FILE", "create_project", "revoke_key", "rotate_key"]
 
@@ -40,7 +39,7 @@ def create_project(
     project_id = "proj_" + secrets.token_hex(8)
     key = new_key()
     if catalog:
-        cat: Catalog = _catalog.open_catalog(catalog)
+        cat: Catalog = open_catalog(catalog)
         secret = cat.server_secret()
     else:
         root = _root(data_dir)
@@ -65,7 +64,7 @@ def _existing_catalog(
 ) -> tuple[Catalog, bytes]:
     """The catalog to change and the secret its key digests use."""
     if catalog:
-        cat = _catalog.open_catalog(catalog)
+        cat = open_catalog(catalog)
         try:
             return cat, cat.server_secret()
         except BaseException:

@@ -73,8 +73,6 @@ from ..types import (
     ModelRef,
     validate_index_name,
 )
-from . import catalog as _catalog
-from . import storage as _storage
 from .auth import (
     KEY_SCHEME_HMAC,
     KEY_SCHEME_SCRYPT,
@@ -84,14 +82,14 @@ from .auth import (
     private_dir,
     scrypt_digest,
 )
-from .catalog import Catalog, IndexRow, JobRow, SqliteCatalog
+from .catalog import Catalog, IndexRow, JobRow, SqliteCatalog, open_catalog
 from .cluster import CLUSTER, ROLES, setting
 from .inputs import check_quotas, stored_bytes, validate_input
 from .jobs import JobRunner
 from .limits import Quotas
 from .owners import Lease, OwnerLock, owner_alive
 from .projects import CATALOG_FILE, create_project, revoke_key, rotate_key
-from .storage import BlobStore, FileBlobStore
+from .storage import BlobStore, FileBlobStore, open_blob_store
 from .versions import load_engine
 from .websources import WebSources
 
@@ -161,7 +159,7 @@ class Store:
         self.role = role
         self.quotas = quotas or Quotas.unlimited()
         self.catalog: Catalog = (
-            _catalog.open_catalog(catalog) if catalog else SqliteCatalog(self.root / CATALOG_FILE)
+            open_catalog(catalog) if catalog else SqliteCatalog(self.root / CATALOG_FILE)
         )
         try:
             self._open(blobs, role, lease_ttl_s, heartbeat_s, gc_grace_s, orphan_age_s)
@@ -223,7 +221,7 @@ class Store:
         self.gc_grace_s = setting("gc_grace_s", gc_grace_s, self.cluster)
         self.orphan_age_s = setting("orphan_age_s", orphan_age_s, self.cluster)
         self.blobs: BlobStore = (
-            _storage.open_blob_store(blobs, self.root / "cache")
+            open_blob_store(blobs, self.root / "cache")
             if blobs
             else FileBlobStore(self.root / "blobs")
         )

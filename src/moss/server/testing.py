@@ -153,6 +153,7 @@ class ThreadedServer:
         *,
         catalog: str | None = None,
         blobs: str | None = None,
+        role: str = "all",
         **limits: Any,
     ) -> None:
         import uvicorn
@@ -162,7 +163,7 @@ class ThreadedServer:
 
         self.data_dir = Path(data_dir)
         self.project = create_project(self.data_dir, "test", catalog=catalog)
-        options = {"catalog": catalog, "blobs": blobs}
+        options = {"catalog": catalog, "blobs": blobs, "role": role}
         self.app = create_app(self.data_dir, store_options=options, **limits)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
