@@ -75,6 +75,8 @@ def _number(obj: dict[str, Any], field: str, integer: bool) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         kind = "an integer" if integer else "a number"
         raise InvalidArgumentError(f"{field} must be {kind}, not {type(value).__name__}")
+    if integer and isinstance(value, float) and value.is_integer():
+        return int(value)  # JSON has one number type: 3.0 is the integer 3
     return value
 
 

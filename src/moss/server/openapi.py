@@ -198,8 +198,8 @@ def _add_query(doc: dict[str, Any]) -> None:
             "group_by": {
                 "type": ["object", "null"],
                 "properties": {
-                    "parent_field": {"type": "string"},
-                    "order_field": {"type": "string"},
+                    "parent_field": {"type": "string", "minLength": 1},
+                    "order_field": {"type": "string", "minLength": 1},
                 },
                 "required": ["parent_field", "order_field"],
                 "additionalProperties": False,
