@@ -152,6 +152,11 @@ def test_new_versions_are_seen_without_loading(make: Callable[[], MossClient]) -
         assert (await c.query("kb", "", opts)).docs[0].id != "40"
         await c.unload_index("kb")
         assert (await c.query("kb", "", opts)).docs[0].id == "40"
+        # deleted: NOT_FOUND at once; recreated under the same name: the new index answers
+        await c.delete_index("kb")
+        assert (await error_of(c.query("kb", "", opts)))[1] == "NOT_FOUND"
+        await c.create_index("kb", docs(1, start=7))
+        assert [d.id for d in (await c.query("kb", "", opts)).docs] == ["7"]
 
     asyncio.run(go())
 
@@ -188,6 +193,10 @@ def test_cache_bounds_versions_and_single_load() -> None:
         by_count.query("proj", "ix3", "", opts)
         assert [k[1] for k in by_count.held()].count("ix3") == 1
         assert by_count.loads == 5
+        await c.delete_index("ix3")  # a deleted index's version is dropped on the next query
+        with pytest.raises(MossError) as e:
+            by_count.query("proj", "ix3", "", opts)
+        assert e.value.code == "NOT_FOUND" and "ix3" not in [k[1] for k in by_count.held()]
 
         # racing first queries of one index load it once
         racing = QueryService(store)

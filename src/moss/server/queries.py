@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..engine import Engine
-from ..errors import InvalidArgumentError
+from ..errors import NOT_FOUND, InvalidArgumentError, MossError
 from ..runtime import build_engine
 from ..snapshot import unpack
 from ..types import QueryOptions, SearchResult, validate_index_name
@@ -145,6 +145,12 @@ class QueryService:
                 if self._latest.get(gone[:2]) == gone[2]:
                     del self._latest[gone[:2]]
 
+    def _forget(self, index: tuple[str, str]) -> None:
+        with self._lock:
+            for key in [k for k in self._cache if k[:2] == index]:
+                del self._cache[key]
+            self._latest.pop(index, None)
+
     def engine(self, project_id: str, name: str) -> tuple[str, Engine]:
         """``(version, engine)`` of the index's current version, loading it if needed.
 
@@ -155,7 +161,12 @@ class QueryService:
         index = (project_id, name)
         with self._lock:
             held = self._latest.get(index)
-        version, blob = self.store.read_version(project_id, name, held)
+        try:
+            version, blob = self.store.read_version(project_id, name, held)
+        except MossError as e:
+            if e.code == NOT_FOUND and held is not None:
+                self._forget(index)  # deleted: do not hold its memory until evicted
+            raise
         if blob is None:
             engine = self._get((project_id, name, version))
             if engine is not None:
