@@ -203,8 +203,8 @@ async def cloud_scenario(make: MakeClient) -> list[Any]:
     assert errs[10][2] == "INVALID_ARGUMENT"
     assert all(e[2] == "NOT_FOUND" for e in (errs[9], *errs[11:]))
 
-    # load and query; the loaded copy survives delete_index
-    await c.load_index("kb")
+    # query before loading (the store answers), then load and query; the loaded copy survives
+    # delete_index
     queries = [
         ("apple", QueryOptions(embedding=vec(4), top_k=4, alpha=1.0)),
         ("banana note", QueryOptions(embedding=vec(7), alpha=0.5, fusion="rrf")),
@@ -212,7 +212,10 @@ async def cloud_scenario(make: MakeClient) -> list[Any]:
         ("", QueryOptions(embedding=vec(2), filter=flt, min_score=0.0)),
         ("note", QueryOptions(embedding=vec(3), group_by=ParentGrouping("parentId", "n"))),
     ]
+    unloaded = [hits(await c.query("kb", q, o)) for q, o in queries]
+    await c.load_index("kb")
     results = [hits(await c.query("kb", q, o)) for q, o in queries]
+    assert unloaded == results  # same ids, order and (rounded) scores as the loaded copy
     assert results[0][0][0] == "4" and results[0][0][1] == pytest.approx(1.0)
     rec.append(("query", results))
     assert await c.delete_index("kb") is True
