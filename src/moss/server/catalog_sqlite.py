@@ -195,13 +195,23 @@ class SqliteCatalog(SqlCatalog):
                 if isinstance(e, sqlite3.Error):
                     raise sqlite_error(e) from e
                 raise
+            finally:
+                # A cursor kept alive by a traceback would keep its statement, and so the
+                # database files, open after close() (sqlite3_close_v2 defers the close).
+                cur.close()
 
     def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
-                rows: list[tuple[Any, ...]] = self._db.execute(sql, args).fetchall()
+                cur = self._db.cursor()
             except sqlite3.Error as e:
                 raise sqlite_error(e) from e
+            try:
+                rows: list[tuple[Any, ...]] = cur.execute(sql, args).fetchall()
+            except sqlite3.Error as e:
+                raise sqlite_error(e) from e
+            finally:
+                cur.close()
         return rows
 
     def _now_sql(self, offset: bool = False) -> str:
