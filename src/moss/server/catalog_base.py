@@ -2,11 +2,11 @@
 
 Everything that is not SQL lives here so that every catalog module can import it without a cycle:
 :mod:`moss.server.catalog` (the interface) re-exports the row types, the SQL layer
-(:mod:`moss.server.catalog_sql` with its :mod:`~moss.server.catalog_projects` and
-:mod:`~moss.server.catalog_web` parts) is written once against :class:`SqlBase`, and each dialect
-(:mod:`~moss.server.catalog_sqlite`, :mod:`~moss.server.catalog_pg`) fills in the hooks: how a
-transaction is opened, how a row is locked, how the database clock reads, how a change is
-announced.
+(:mod:`moss.server.catalog_sql` with its :mod:`~moss.server.catalog_projects`,
+:mod:`~moss.server.catalog_owners` and :mod:`~moss.server.catalog_web` parts) is written once
+against :class:`SqlBase`, and each dialect (:mod:`~moss.server.catalog_sqlite`,
+:mod:`~moss.server.catalog_pg`) fills in the hooks: how a transaction is opened, how a row is
+locked, how the database clock reads, how a change is announced.
 
 SQL in the shared layer uses ``?`` placeholders (SQLite's); the PostgreSQL cursor translates them.
 Timestamps are ISO-8601 UTC strings with milliseconds in both dialects (they sort as text), so rows
