@@ -19,6 +19,19 @@ compressed at level 9:
 * ``valid``: a real 20k-document custom snapshot of a similar upload size, for comparison.
 
 Before the fix (issue 12) a 2.1 MB upload took the server from 85 MB to 4.2 GB for 18 s.
+
+``--json`` measures JSON amplification instead (``json.loads`` makes an 80-byte list of the
+3 bytes ``[],``): each case runs twice, with the server's JSON value limit off
+(``MOSS_MAX_JSON_VALUES=0``, as before the limit existed) and at its default
+(:data:`moss.input_limits.InputLimits.max_json_values`):
+
+* ``docs.json at the cap``: a create batch (``POST /v1/indexes/<name>?model_id=custom``) whose
+  valid container holds a ``docs.json`` of empty lists, inflated to the most the inflation cap
+  allows for a ~2 MB body (a random string pads the compressed size).
+* ``metadata keys``: the same, with one metadata object of distinct short keys.
+* ``JSON body``: a ``max_json_bytes`` (64 MiB) request body of empty lists to
+  ``POST /v1/indexes/<name>/docs/delete`` (the largest plain JSON body a route accepts).
+
 Prints a JSON report (machine, numbers) and a markdown table.
 """
 
@@ -42,6 +55,8 @@ import numpy as np
 
 import _machine
 import moss
+from moss.input_limits import InputLimits
+from moss.server.limits import Limits
 from moss.server.testing import ServerProcess
 from moss.snapshot import INFLATE_FLOOR, INFLATE_RATIO, SnapshotData, pack
 from moss.snapshot_codec import encode_files, manifest_bytes
@@ -124,17 +139,81 @@ def vm_hwm_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
-def run_case(label: str, body: bytes) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp, ServerProcess(tmp) as server:
+def json_bomb(pattern: bytes, body_bytes: int = 2_000_000) -> bytes:
+    """A valid container whose ``docs.json`` repeats ``pattern`` up to the inflation cap
+    (a random string of ~``body_bytes`` pads the compressed size, hence the cap)."""
+    import base64
+
+    pad = base64.b64encode(np.random.default_rng(0).bytes(body_bytes * 3 // 4))
+    head, tail = b'{"ids": [', b'[]], "pad": "' + pad + b'"}'
+    count = (INFLATE_FLOOR + INFLATE_RATIO * len(zlib.compress(tail, 9))) // len(pattern)
+    for _ in range(4):
+        compressed = _deflate(head, pattern, count, tail)
+        raw_len = len(head) + count * len(pattern) + len(tail)
+        cap = INFLATE_FLOOR + INFLATE_RATIO * len(compressed)
+        if raw_len <= cap:
+            break
+        count -= (raw_len - cap) // len(pattern) + 1
+    files = {k: b"".join(bytes(c) for c in v) for k, v in encode_files(small_snapshot()).items()}
+    manifest = json.loads(files["manifest.json"])
+    manifest.pop("manifest_sha256")
+    manifest["files"]["docs.json"]["size"] = raw_len
+    manifest["files"]["docs.json"]["crc32"] = _crc_of(head, pattern, count, tail)
+    sections = {**files, "manifest.json": manifest_bytes(manifest), "docs.json": compressed}
+    codecs = {
+        "manifest.json": "raw",
+        "docs.json": "zlib",
+        "vectors.f32": "raw",
+        "arrays.bin": "raw",
+    }
+    return container(sections, codecs)
+
+
+def _pieces(pattern: bytes, count: int) -> Any:
+    per = max(1, (1 << 20) // len(pattern))  # ~1 MiB pieces
+    chunk = pattern * per
+    left = count
+    while left > 0:
+        yield chunk[: min(left, per) * len(pattern)]
+        left -= per
+
+
+def _deflate(head: bytes, pattern: bytes, count: int, tail: bytes) -> bytes:
+    z = zlib.compressobj(9)
+    parts = [z.compress(head)]
+    parts.extend(z.compress(p) for p in _pieces(pattern, count))
+    parts += [z.compress(tail), z.flush()]
+    return b"".join(parts)
+
+
+def _crc_of(head: bytes, pattern: bytes, count: int, tail: bytes) -> int:
+    crc = zlib.crc32(head)
+    for p in _pieces(pattern, count):
+        crc = zlib.crc32(p, crc)
+    return zlib.crc32(tail, crc)
+
+
+def metadata_pattern(n: int = 2048) -> bytes:
+    """An object of ``n`` distinct short keys (~16 KB: repeats fit in zlib's 32 KB window)."""
+    return b"{" + b"".join(b'"%x":"",' % i for i in range(n)) + b'"":""},'
+
+
+def run_case(
+    label: str,
+    body: bytes,
+    *,
+    method: str = "PUT",
+    path: str = "/v1/indexes/case/snapshot",
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp, ServerProcess(tmp, env=env) as server:
         assert server.proc is not None
         pid, key = server.project
         headers = {"X-Moss-Project-Id": pid, "Authorization": f"Bearer {key}"}
         httpx.get(server.url + "/v1/indexes", headers=headers, timeout=30).raise_for_status()
         before = vm_hwm_mb(server.proc.pid)
         t0 = time.perf_counter()
-        r = httpx.put(
-            f"{server.url}/v1/indexes/case/snapshot", content=body, headers=headers, timeout=600
-        )
+        r = httpx.request(method, server.url + path, content=body, headers=headers, timeout=600)
         seconds = time.perf_counter() - t0
         after = vm_hwm_mb(server.proc.pid)
         err = r.json().get("error") if r.status_code != 200 else None
@@ -150,11 +229,32 @@ def run_case(label: str, body: bytes) -> dict[str, Any]:
         }
 
 
+def json_cases() -> list[dict[str, Any]]:
+    lists = json_bomb(b"[],")
+    keys = json_bomb(metadata_pattern())  # objects of 2048 distinct keys, repeated
+    delete_body = b'{"ids": [' + b"[]," * ((Limits.max_json_bytes - 16) // 3) + b"[]]}"
+    create = {"method": "POST", "path": "/v1/indexes/case?model_id=custom"}
+    delete = {"method": "POST", "path": "/v1/indexes/case/docs/delete"}
+    cases = []
+    for label, body, route in (
+        ("docs.json at the cap, empty lists", lists, create),
+        ("docs.json at the cap, metadata keys", keys, create),
+        ("64 MiB JSON body, empty lists", delete_body, delete),
+    ):
+        for limit, env in (("off", {"MOSS_MAX_JSON_VALUES": "0"}), ("default", {})):
+            cases.append(run_case(f"{label} (limit {limit})", body, env=env, **route))
+    return cases
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gib", type=float, default=2.0, help="GiB of zeros in the bomb")
     ap.add_argument("--valid-docs", type=int, default=20_000)
+    ap.add_argument("--json", action="store_true", help="JSON amplification cases instead")
     args = ap.parse_args()
+    if args.json:
+        report_json(json_cases())
+        return
     total = int(args.gib * 2**30)
     t0 = time.perf_counter()
     body = zeros_compressed(total)
@@ -170,6 +270,24 @@ def main() -> None:
         "bomb": {"inflated_bytes": total, "compressed_bytes": len(body), "build_s": build_s},
         "inflate_ratio": INFLATE_RATIO,
         "inflate_floor": INFLATE_FLOOR,
+        "cases": cases,
+    }
+    print(json.dumps(report, indent=1))
+    print()
+    print("| case | upload MB | HTTP | server peak RSS before -> after (MB) | seconds |")
+    print("|---|---|---|---|---|")
+    for c in cases:
+        print(
+            f"| {c['case']} | {c['upload_mb']} | {c['status']} | "
+            f"{c['peak_rss_before_mb']} -> {c['peak_rss_after_mb']} (+{c['growth_mb']}) | "
+            f"{c['seconds']} |"
+        )
+
+
+def report_json(cases: list[dict[str, Any]]) -> None:
+    report = {
+        "machine": _machine.machine(moss=moss.__version__, numpy=np.__version__),
+        "max_json_values": InputLimits.max_json_values,
         "cases": cases,
     }
     print(json.dumps(report, indent=1))

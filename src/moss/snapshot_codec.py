@@ -45,6 +45,7 @@ import numpy as np
 
 from ._version import __version__
 from .errors import DESERIALIZATION, MossError
+from .input_limits import check_json
 from .texts import TextColumn, encode_texts
 
 __all__ = [
@@ -416,10 +417,11 @@ def _decode(
             if zlib.crc32(buf) != crc:
                 raise bad(f"snapshot file {name} is damaged (checksum mismatch)")
         n, version = manifest.doc_count, manifest.version
+        raw_docs = files["docs.json"]
+        if not isinstance(raw_docs, (bytes, bytearray)):
+            raw_docs = bytes(raw_docs)
+        check_json(raw_docs, "snapshot docs.json")  # a server's limit, before json.loads
         try:
-            raw_docs = files["docs.json"]
-            if not isinstance(raw_docs, (bytes, bytearray)):
-                raw_docs = bytes(raw_docs)
             parsed = json.loads(raw_docs.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise bad("snapshot docs.json is damaged", str(e)) from e

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DESERIALIZATION, InvalidArgumentError, MossError
+from ..input_limits import check_documents
 from ..snapshot import SnapshotData, pack, unpack
 from ..types import (
     DocumentInfo,
@@ -97,11 +98,15 @@ def encode_batch(
     )
 
 
-def validate_columns(data: SnapshotData) -> None:
+def validate_columns(data: SnapshotData, *, batch: bool = False) -> None:
     """Check the document columns of a received snapshot or batch (it came from outside).
+
+    Under a server's :mod:`moss.input_limits` the sizes are checked too (``batch``: a create/add
+    batch, whose document count and total text are limited; a pushed snapshot is a whole index).
 
     Raises:
         MossError: code ``DESERIALIZATION`` when a column holds values of the wrong type.
+        InputLimitError: a size over the active limits (``INVALID_ARGUMENT``, HTTP 413).
     """
     try:
         for i, t, p in zip(data.ids, data.texts, data.payloads):
@@ -121,12 +126,14 @@ def validate_columns(data: SnapshotData) -> None:
             raise ValueError("model_id is not a string")
     except ValueError as e:
         raise MossError(f"snapshot documents are malformed: {e}", code=DESERIALIZATION) from e
+    what = "the document batch" if batch else "the pushed snapshot"
+    check_documents(data.metadata, data.texts, data.dimension, batch=batch, what=what)
 
 
 def decode_batch(blob: bytes | memoryview | Any) -> tuple[list[DocumentInfo], SnapshotData]:
     """Unpack and check a batch; documents carry their vectors as ``embedding`` when present."""
     data = unpack(blob)
-    validate_columns(data)
+    validate_columns(data, batch=True)
     vecs = data.vectors
     docs = [
         DocumentInfo(i, t, dict(m) if m is not None else None, None, p)

@@ -8,7 +8,8 @@ the server read the same defaults.
 
 * :class:`Quotas` — per project: bytes stored, number of indexes, unfinished jobs. Checked by
   :class:`~moss.server.store.Store` when a job is submitted (the embedded store has none).
-* :class:`Limits` — per server: body sizes, JSON nesting, body read timeouts, the header timeout,
+* :class:`Limits` — per server: body sizes, JSON nesting and value counts, document-input sizes
+  (:mod:`moss.input_limits`), body read timeouts, the header timeout,
   the connection limit, keep-alive, the ``get_docs`` page size, failed-authentication throttling.
 * :func:`uvicorn_config` — a uvicorn configuration enforcing the connection-level limits, with an
   h11 protocol that closes connections whose request headers do not arrive within
@@ -23,6 +24,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ..errors import MossError
+from ..input_limits import InputLimits
 
 __all__ = ["QUOTA_EXCEEDED", "RATE_LIMITED", "Limits", "QuotaError", "Quotas", "uvicorn_config"]
 
@@ -103,10 +105,21 @@ class Limits:
     docs_page_size: int = 1000
     auth_failures_burst: int = 10
     auth_failures_per_s: float = 1.0
+    # Document input (moss.input_limits): checked before JSON is parsed / a job is queued.
+    max_json_values: int = InputLimits.max_json_values or 0
+    max_batch_docs: int = InputLimits.max_batch_docs or 0
+    max_metadata_keys: int = InputLimits.max_metadata_keys or 0
+    max_embedding_dim: int = InputLimits.max_embedding_dim or 0
+    max_doc_text_bytes: int = InputLimits.max_doc_text_bytes or 0
+    max_batch_text_bytes: int = InputLimits.max_batch_text_bytes or 0
     # 1: answer snapshot downloads with 307 to a presigned URL when the blob store can sign one
     # (S3); off by default because clients must then be able to reach the object store.
     redirect_downloads: int = 0
     redirect_expires_s: float = 300.0
+
+    def input_limits(self) -> InputLimits:
+        """The document-input limits to enforce while decoding a request (0: unlimited)."""
+        return InputLimits(**{f.name: getattr(self, f.name) or None for f in fields(InputLimits)})
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Limits:
