@@ -387,6 +387,8 @@ def _int_setting(name: str, value: object) -> int:
     default, low, high = _LIMITS[name]
     if value is None:
         return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 1.0 is the integer 1 (as in the schema)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise _invalid(f"{name} must be an integer from {low} to {high}, got {safe_repr(value)}")
     return int(value)

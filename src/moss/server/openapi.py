@@ -25,7 +25,7 @@ _BINARY = {
             "type": "string",
             "format": "binary",
             "description": "The moss snapshot container (moss.snapshot.pack): magic "
-            "'MOSSSNAP', format version, a JSON manifest with SHA-256, then 64-byte aligned "
+            "'MOSSPACK', version, a header with SHA-256, a JSON manifest, then 64-byte aligned "
             "sections (documents as JSON, vectors as little-endian float32, index arrays), "
             "each CRC-32 checked. A document batch is the same container without index "
             "arrays. Anything else is 422 DESERIALIZATION.",
