@@ -201,3 +201,13 @@ def test_defaults_match_the_documented_table() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
     for name in SMALL:
         assert f"`{name}`" in doc, name
+
+
+async def test_a_cache_path_with_an_over_long_name_is_the_callers_error(tmp_path: Path) -> None:
+    """Found by benchmarks/fuzz_api.py: ENAMETOOLONG was INTERNAL (a server's 500 class)."""
+    session = await MossClient("p", "k").session("s", model_id="custom")
+    await session.add_docs([DocumentInfo("a", "x", None, [1.0, 0.0])])
+    with pytest.raises(InvalidArgumentError, match="too long"):
+        await session.save_to_disk(str(tmp_path / ("n" * 300)))
+    await session.save_to_disk(str(tmp_path / "fine"))
+    assert (tmp_path / "fine").is_dir()

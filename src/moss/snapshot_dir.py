@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import INTERNAL, MossError
+from .errors import INTERNAL, InvalidArgumentError, MossError
 from .snapshot_codec import FILES, SnapshotData, bad, decode_files, encode_files
 
 __all__ = ["current_generation", "fsync_dir", "read_dir", "write_dir"]
@@ -67,6 +67,10 @@ def _storage_error(action: str, path: Path, e: OSError) -> MossError:
         errno.EROFS: "the file system is read-only",
     }.get(e.errno or 0, e.strerror or type(e).__name__)
     name = errno.errorcode.get(e.errno or 0, "OSError")
+    if e.errno == errno.ENAMETOOLONG:  # the caller's path can never work: their mistake
+        return InvalidArgumentError(
+            f"cannot {action} {path}: a name in the path is too long", detail=f"{name}: {e}"
+        )
     return MossError(f"cannot {action} {path}: {reason}", code=INTERNAL, detail=f"{name}: {e}")
 
 
