@@ -18,7 +18,8 @@ write returns. The parent kills it with ``SIGKILL`` at a random moment (uniform 
 
 A trial passes when the load succeeds with exactly generation ``last`` or ``last + 1`` (the
 write in flight may have committed before its ``saved`` line), or fails with "not found"
-(``DESERIALIZATION: no session snapshot`` / ``NOT_FOUND``) when nothing had been reported saved.
+(``DESERIALIZATION: no session snapshot`` or, when the killed first save had created the
+directory, ``no snapshot found``; ``NOT_FOUND`` for push) when nothing had been reported saved.
 Anything else — another error, torn or mixed content, an older generation — is a failure.
 Prints a JSON report (machine, trials, failures, outcomes) and a markdown table.
 """
@@ -138,7 +139,9 @@ async def load(mode: str, root: str) -> tuple[str, int | None]:
             return f"loaded {count} documents but the snapshot holds {len(ids)}", None
         return "ok", _which(ids, vecs, list(data.metadata))
     except MossError as e:
-        missing = (mode == "save" and "no session snapshot" in e.message) or e.code == "NOT_FOUND"
+        # A save killed before its first generation leaves the directory without one.
+        empty = "no session snapshot" in e.message or "no snapshot found" in e.message
+        missing = (mode == "save" and empty) or e.code == "NOT_FOUND"
         return ("not found", None) if missing else (f"{e.code}: {e.message}", None)
     except Exception as e:  # an untyped failure is a failure of the trial
         return f"untyped {type(e).__name__}: {e}", None
@@ -192,7 +195,13 @@ def trial(mode: str, window: float, rng: random.Random) -> dict[str, Any]:
             )
         else:
             ok, label = False, outcome
-        return {"mode": mode, "ok": ok, "outcome": label, "kill_after_s": round(delay, 3)}
+        return {
+            "mode": mode,
+            "ok": ok,
+            "outcome": label,
+            "kill_after_s": round(delay, 3),
+            "last_reported": last,
+        }
 
 
 def run(mode: str, trials: int, window: float, seed: int) -> dict[str, Any]:
