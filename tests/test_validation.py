@@ -238,7 +238,7 @@ def test_os_failures_are_typed(tmp_path: Path) -> None:
             await s.add_docs(_docs())
             with pytest.raises(MossError) as info:
                 await s.save_to_disk(long_root)
-            assert info.value.code == "INTERNAL"
+            assert info.value.code == "INVALID_ARGUMENT" and "too long" in str(info.value)
             with pytest.raises(MossError) as info:
                 await s.load_from_disk(long_root)
             assert info.value.code == "DESERIALIZATION"
