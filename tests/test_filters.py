@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moss import filters
+from moss import filters_columns
 from moss.errors import DESERIALIZATION, INVALID_ARGUMENT, InvalidArgumentError, MossError
 from moss.filters import (
     EARTH_RADIUS_M,
@@ -433,13 +433,25 @@ def test_random_filters_match_reference(spec: dict[str, Any], mds: list[Any]) ->
 @contextlib.contextmanager
 def thresholds(mode: str) -> Iterator[None]:
     """`dense`: every field stored densely and string ranks always used (small data)."""
-    saved = (filters._DENSE_MIN, filters._DENSE_FRACTION, filters._SMALL_STRING_SET)
+    saved = (
+        filters_columns._DENSE_MIN,
+        filters_columns._DENSE_FRACTION,
+        filters_columns._SMALL_STRING_SET,
+    )
     if mode == "dense":
-        filters._DENSE_MIN, filters._DENSE_FRACTION, filters._SMALL_STRING_SET = 1, 10**9, 0
+        (
+            filters_columns._DENSE_MIN,
+            filters_columns._DENSE_FRACTION,
+            filters_columns._SMALL_STRING_SET,
+        ) = 1, 10**9, 0
     try:
         yield
     finally:
-        filters._DENSE_MIN, filters._DENSE_FRACTION, filters._SMALL_STRING_SET = saved
+        (
+            filters_columns._DENSE_MIN,
+            filters_columns._DENSE_FRACTION,
+            filters_columns._SMALL_STRING_SET,
+        ) = saved
 
 
 rows_st = st.lists(st.integers(0, 12), max_size=8)
