@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moss import keyword
+from moss import keyword, keyword_postings
 from moss.errors import DESERIALIZATION, InvalidArgumentError, MossError
 from moss.keyword import BM25Index
 
@@ -92,12 +92,12 @@ def check_search(
 @contextmanager
 def small_segments() -> Iterator[None]:
     """Tiny merge thresholds, so that short operation sequences exercise every code path."""
-    saved = keyword._MIN_DELTA, keyword._BULK_POSTINGS
-    keyword._MIN_DELTA, keyword._BULK_POSTINGS = 12, 24
+    saved = keyword_postings._MIN_DELTA, keyword_postings._BULK_POSTINGS
+    keyword_postings._MIN_DELTA, keyword_postings._BULK_POSTINGS = 12, 24
     try:
         yield
     finally:
-        keyword._MIN_DELTA, keyword._BULK_POSTINGS = saved
+        keyword_postings._MIN_DELTA, keyword_postings._BULK_POSTINGS = saved
 
 
 # The three ways a search is scored: numpy MaxScore, numpy exhaustive, and the compiled
@@ -476,7 +476,7 @@ def test_lazy_forward_index_after_load() -> None:
 @pytest.mark.parametrize("small_path", [False, True])
 def test_tf_saturates_at_uint16_max(small_path: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if small_path:  # one dict append per posting instead of the numpy count
-        monkeypatch.setattr(keyword, "_BULK_POSTINGS", 10**6)
+        monkeypatch.setattr(keyword_postings, "_BULK_POSTINGS", 10**6)
     huge = ["cat"] * 70_000 + ["dog"]
     capped = ["cat"] * keyword.TF_MAX + ["dog"]  # same tfs once saturated, same length ...
     idx = BM25Index()
