@@ -6,27 +6,21 @@ answers "what nDCG@10 do I get at alpha 0.8 with score fusion?" with one call.
 
 Design:
 
-* **Loader.** :func:`load_beir` reads the standard BEIR layout (``corpus.jsonl``, ``queries.jsonl``,
-  ``qrels/<split>.tsv``). The official qrels files have CRLF line endings and a header row, so the
-  TSV reader strips ``\\r`` and skips a header whose score column is not an integer. A document is
-  ``title + " " + text`` (stripped), as MTEB and Pyserini embed it; the evaluated queries are the
-  qrels' query ids that have a text.
-* **Metrics** are pure functions of one ranked id list and one query's judgements, with the
-  definitions of ``pytrec_eval`` (which BEIR and MTEB use): nDCG with linear gain
-  ``rel / log2(rank + 1)`` and the ideal ranking built from all judgements; recall over the
-  documents judged relevant (``rel > 0``); reciprocal rank of the first relevant document. A run is
-  a set, so a repeated id counts once. A query that retrieves nothing scores 0 (``pytrec_eval``
-  would silently drop it, flattering the mean).
-* **Runner.** :func:`evaluate` builds an in-process session through the *public* API only
-  (``MossClient.session(..., auto_load_on_init=False)``, so nothing touches a cloud store or disk),
-  either with precomputed vectors (``--embeddings DIR`` holding ``corpus.npy`` +
-  ``corpus_ids.txt`` and ``queries.npy`` + ``query_ids.txt``; model ``custom``) or with a built-in
-  model that embeds the corpus. Each (alpha, fusion) configuration runs every query twice: once
-  with ``top_k`` (default 10), which yields the @10 metrics and the latency exactly as a user
-  calling ``query(top_k=10)`` would see them, and once with ``top_k=100`` for recall@100. Two calls
-  are needed because the candidate depth follows ``top_k`` (§3.4), so the first 10 of a top-100
-  query may differ from a top-10 query. ``alpha`` 0 and 1 do not fuse, so those results are
-  computed once and reported for every requested fusion.
+* **Loader** (:mod:`moss.evaluation_data`): :func:`load_beir` reads the standard BEIR layout
+  (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``); :func:`load_embeddings` reads
+  precomputed vectors.
+* **Metrics** (:mod:`moss.evaluation_metrics`) are pure functions of one ranked id list and one
+  query's judgements, with the definitions of ``pytrec_eval`` (which BEIR and MTEB use).
+* **Runner** (this module, with the report): :func:`evaluate` builds an in-process session
+  through the *public* API only (``MossClient.session(..., auto_load_on_init=False)``, so nothing
+  touches a cloud store or disk), either with precomputed vectors (``--embeddings DIR`` holding
+  ``corpus.npy`` + ``corpus_ids.txt`` and ``queries.npy`` + ``query_ids.txt``; model ``custom``)
+  or with a built-in model that embeds the corpus. Each (alpha, fusion) configuration runs every
+  query twice: once with ``top_k`` (default 10), which yields the @10 metrics and the latency
+  exactly as a user calling ``query(top_k=10)`` would see them, and once with ``top_k=100`` for
+  recall@100. Two calls are needed because the candidate depth follows ``top_k`` (§3.4), so the
+  first 10 of a top-100 query may differ from a top-10 query. ``alpha`` 0 and 1 do not fuse, so
+  those results are computed once and reported for every requested fusion.
 * **Latency** is the wall time of ``await session.query(...)`` for the ``top_k`` query, so it
   includes query embedding with a built-in model and the asyncio call overhead users pay too.
 """
@@ -34,11 +28,9 @@ Design:
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -47,6 +39,8 @@ import numpy as np
 
 from .client import MossClient
 from .errors import InvalidArgumentError, MossError
+from .evaluation_data import BeirDataset, load_beir, load_embeddings, read_qrels
+from .evaluation_metrics import mean_metrics, mrr_at_k, ndcg_at_k, percentile, recall_at_k
 from .session import SessionIndex
 from .types import DocumentInfo, QueryOptions
 
@@ -72,259 +66,6 @@ DEFAULT_ALPHAS: tuple[float, ...] = (0.0, 0.5, 0.8, 1.0)
 DEFAULT_FUSIONS: tuple[Fusion, ...] = ("score", "rrf")
 _DEEP_K = 100
 _ADD_BATCH = 512
-
-
-# --------------------------------------------------------------------------------------------
-# Data
-
-
-@dataclass(frozen=True)
-class BeirDataset:
-    """A BEIR dataset restricted to one split.
-
-    Attributes:
-        name: the dataset folder's name.
-        split: the qrels split (``test``, ``dev``, ``train``).
-        doc_ids: corpus ids in file order.
-        doc_texts: ``title + " " + text`` (stripped) per document, aligned with ``doc_ids``.
-        queries: query id -> text, only the split's queries that have judgements, in qrels order.
-        qrels: query id -> {doc id: relevance}.
-    """
-
-    name: str
-    split: str
-    doc_ids: list[str]
-    doc_texts: list[str]
-    queries: dict[str, str]
-    qrels: dict[str, dict[str, int]]
-
-
-def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
-    with path.open("r", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InvalidArgumentError(f"{path}:{n}: not valid JSON ({e.msg})") from e
-            if not isinstance(obj, dict):
-                raise InvalidArgumentError(f"{path}:{n}: expected a JSON object")
-            yield obj
-
-
-def _record_id(obj: Mapping[str, Any], path: Path) -> str:
-    raw = obj.get("_id", obj.get("id"))
-    if raw is None or isinstance(raw, bool) or not isinstance(raw, (str, int)):
-        raise InvalidArgumentError(f"{path}: a record has no string '_id'")
-    return str(raw)
-
-
-def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
-    """Read a BEIR qrels TSV (``query-id``, ``corpus-id``, ``score``), CRLF-tolerant.
-
-    A first row whose score column is not an integer is taken as the header and skipped.
-
-    >>> import pathlib, tempfile
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.tsv"
-    >>> _ = p.write_bytes(b"query-id\\tcorpus-id\\tscore\\r\\nq1\\td1\\t1\\r\\nq1\\td2\\t2\\r\\n")
-    >>> read_qrels(p)
-    {'q1': {'d1': 1, 'd2': 2}}
-
-    Raises:
-        InvalidArgumentError: the file is missing or a row is malformed.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise InvalidArgumentError(f"qrels file not found: {p}")
-    out: dict[str, dict[str, int]] = {}
-    with p.open("r", encoding="utf-8", newline="") as f:
-        for n, raw in enumerate(f, 1):
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                continue
-            cols = line.split("\t")
-            if len(cols) < 3:
-                raise InvalidArgumentError(f"{p}:{n}: expected 3 tab-separated columns")
-            qid, did, score = cols[0].strip(), cols[1].strip(), cols[-1].strip()
-            try:
-                rel = int(score)
-            except ValueError:
-                if n == 1:
-                    continue  # header
-                raise InvalidArgumentError(f"{p}:{n}: score {score!r} is not an integer") from None
-            out.setdefault(qid, {})[did] = rel
-    return out
-
-
-def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
-    """Load ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv`` from a BEIR folder.
-
-    Raises:
-        InvalidArgumentError: a file is missing or malformed, or no judged query has a text.
-    """
-    root = Path(path)
-    corpus_path, queries_path = root / "corpus.jsonl", root / "queries.jsonl"
-    for p in (corpus_path, queries_path):
-        if not p.is_file():
-            raise InvalidArgumentError(f"not a BEIR dataset folder: {p} is missing")
-    qrels = read_qrels(root / "qrels" / f"{split}.tsv")
-    doc_ids: list[str] = []
-    doc_texts: list[str] = []
-    seen: set[str] = set()
-    for obj in _read_jsonl(corpus_path):
-        did = _record_id(obj, corpus_path)
-        if did in seen:
-            raise InvalidArgumentError(f"{corpus_path}: duplicate document id {did!r}")
-        seen.add(did)
-        title, text = str(obj.get("title") or ""), str(obj.get("text") or "")
-        doc_ids.append(did)
-        doc_texts.append(f"{title} {text}".strip())
-    all_queries = {
-        _record_id(o, queries_path): str(o.get("text") or "") for o in _read_jsonl(queries_path)
-    }
-    queries = {q: all_queries[q] for q in qrels if q in all_queries}
-    if not queries:
-        raise InvalidArgumentError(f"no query of qrels/{split}.tsv appears in {queries_path}")
-    return BeirDataset(
-        root.name, split, doc_ids, doc_texts, queries, {q: qrels[q] for q in queries}
-    )
-
-
-def _read_ids(path: Path) -> list[str]:
-    if not path.is_file():
-        raise InvalidArgumentError(f"embeddings folder is missing {path.name}: {path}")
-    return [line.rstrip("\r\n") for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def _read_matrix(path: Path, ids: list[str]) -> np.ndarray:
-    if not path.is_file():
-        raise InvalidArgumentError(f"embeddings folder is missing {path.name}: {path}")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InvalidArgumentError(f"cannot read {path}: {e}") from e
-    if arr.ndim != 2 or arr.shape[0] != len(ids):
-        raise InvalidArgumentError(
-            f"{path} has shape {arr.shape}, expected ({len(ids)}, dim) to match its ids file"
-        )
-    return np.ascontiguousarray(arr, dtype=np.float32)
-
-
-def load_embeddings(path: str | Path, dataset: BeirDataset) -> tuple[np.ndarray, np.ndarray]:
-    """Precomputed vectors aligned with ``dataset.doc_ids`` and ``dataset.queries``.
-
-    The folder holds ``corpus.npy`` + ``corpus_ids.txt`` and ``queries.npy`` + ``query_ids.txt``
-    (one id per line, in row order); extra rows are ignored.
-
-    Returns:
-        ``(corpus, queries)`` float32 matrices, rows in dataset order.
-
-    Raises:
-        InvalidArgumentError: a file is missing, shapes disagree, or an id has no vector.
-    """
-    root = Path(path)
-    out = []
-    for stem, ids_file, wanted in (
-        ("corpus", "corpus_ids.txt", dataset.doc_ids),
-        ("queries", "query_ids.txt", list(dataset.queries)),
-    ):
-        ids = _read_ids(root / ids_file)
-        matrix = _read_matrix(root / f"{stem}.npy", ids)
-        row_of = {i: r for r, i in enumerate(ids)}
-        missing = [i for i in wanted if i not in row_of]
-        if missing:
-            raise InvalidArgumentError(
-                f"{root / ids_file} lacks {len(missing)} id(s) of the dataset, e.g. {missing[0]!r}"
-            )
-        out.append(matrix[[row_of[i] for i in wanted]])
-    if out[0].shape[1] != out[1].shape[1]:
-        raise InvalidArgumentError("corpus and query embeddings have different dimensions")
-    return out[0], out[1]
-
-
-# --------------------------------------------------------------------------------------------
-# Metrics (pytrec_eval definitions)
-
-
-def _unique(ranked: Sequence[str], k: int) -> list[str]:
-    """The first ``k`` distinct ids: a run is a set of documents (as in ``pytrec_eval``), so a
-    repeated id neither earns a second gain nor takes a rank."""
-    return list(dict.fromkeys(ranked))[:k]
-
-
-def ndcg_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int = 10) -> float:
-    """nDCG@k with linear gain: ``sum(rel_i / log2(i + 1))`` over ranks ``i`` over the ideal.
-
-    >>> round(ndcg_at_k(["a", "b"], {"b": 1}), 4)
-    0.6309
-    """
-    ranked = _unique(ranked, k)
-    dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
-    ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:k]
-    idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
-    return dcg / idcg if idcg > 0 else 0.0
-
-
-def recall_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int = 10) -> float:
-    """Share of the documents judged relevant (``rel > 0``) that appear in the top ``k``.
-
-    >>> recall_at_k(["a", "b", "c"], {"a": 1, "z": 1}, k=2)
-    0.5
-    """
-    relevant = {d for d, r in rels.items() if r > 0}
-    if not relevant:
-        return 0.0
-    return len(relevant.intersection(_unique(ranked, k))) / len(relevant)
-
-
-def mrr_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int = 10) -> float:
-    """Reciprocal rank of the first relevant document within the top ``k`` (0 if none).
-
-    >>> mrr_at_k(["a", "b", "c"], {"c": 1})
-    0.3333333333333333
-    """
-    for i, d in enumerate(_unique(ranked, k)):
-        if rels.get(d, 0) > 0:
-            return 1.0 / (i + 1)
-    return 0.0
-
-
-def mean_metrics(
-    runs: Mapping[str, Sequence[str]],
-    qrels: Mapping[str, Mapping[str, int]],
-    deep_runs: Mapping[str, Sequence[str]] | None = None,
-) -> dict[str, float]:
-    """Mean nDCG@10, recall@10, recall@100 and MRR@10 over every query of ``qrels``.
-
-    Args:
-        runs: query id -> ranked doc ids (a missing query counts as an empty ranking).
-        qrels: query id -> {doc id: relevance}.
-        deep_runs: rankings for recall@100 (default: ``runs``).
-    """
-    deep = runs if deep_runs is None else deep_runs
-    n = len(qrels)
-    if n == 0:
-        raise InvalidArgumentError("no judged queries to evaluate")
-    sums = {"ndcg@10": 0.0, "recall@10": 0.0, "recall@100": 0.0, "mrr@10": 0.0}
-    for q, rels in qrels.items():
-        r = runs.get(q, ())
-        sums["ndcg@10"] += ndcg_at_k(r, rels, 10)
-        sums["recall@10"] += recall_at_k(r, rels, 10)
-        sums["recall@100"] += recall_at_k(deep.get(q, ()), rels, 100)
-        sums["mrr@10"] += mrr_at_k(r, rels, 10)
-    return {k: v / n for k, v in sums.items()}
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (linear interpolation), NaN for no values.
-
-    >>> percentile([1.0, 2.0, 3.0, 4.0], 50)
-    2.5
-    """
-    if not values:
-        return float("nan")
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
 # --------------------------------------------------------------------------------------------
