@@ -105,6 +105,7 @@ def built_snapshot(n: int, dim: int, seed: int, cache_dir: Path, words: int = 30
     t = time.perf_counter()
     engine = Engine("custom", dim, name="bench")
     engine.add_documents(docs)
+    engine.wait_for_background_work()  # an index at rest: every row in the graph
     blob = pack(engine.to_snapshot(name="bench"))
     print(f"built the {n}-doc index in {time.perf_counter() - t:.1f}s", file=sys.stderr)
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -456,3 +456,23 @@ def test_job_long_poll_returns_when_finished(server: ThreadedServer) -> None:
     assert done.status.status.value == "completed" and time.monotonic() - start < 5
     assert done.doc_count == 50 and done.index_name == "kb"
     backend.close()
+
+
+def test_versions_are_stored_with_every_row_in_the_graph(tmp_path: Path) -> None:
+    """A version a job builds has its vectors folded into the HNSW graph, so that processes
+    loading it do not each redo that work (5000 rows: over the exact-search size of 4096)."""
+    n = 5000
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((n, DIM)).astype(np.float32)
+    d = [DocumentInfo(str(i), f"text {i}") for i in range(n)]
+    with ThreadedServer(tmp_path / "srv") as srv:
+        backend = HttpBackend(srv.url, *srv.project)
+        try:
+            job = backend.create_index("big", "custom", encode_batch(d, "custom", vecs))
+            assert backend.get_job(job.job_id, 60).status.status.value == "completed"
+            _, blob = backend.download("big")
+            data = unpack(bytes(blob))
+        finally:
+            backend.close()
+    in_graph = np.asarray(data.arrays["vec/graph_key_row"]) >= 0
+    assert int(in_graph.sum()) == n

@@ -277,6 +277,9 @@ class JobRunner:
                 self._cache.popitem(last=False)
 
     def _snapshot(self, job: JobRow, loaded: Loaded) -> SnapshotData:
+        # Rows not yet folded into the HNSW graph would be folded again by every process that
+        # loads this version (each load_index, each node's query cache): fold them once, here.
+        loaded.engine.wait_for_background_work()
         snap = loaded.engine.to_snapshot(name=job.index_name)
         snap.model_id = loaded.model_id
         snap.model = loaded.model
