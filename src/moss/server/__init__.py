@@ -25,6 +25,10 @@ renewed). The last two need a shared catalog (``catalog="postgresql://..."``).
   throttling; :mod:`moss.server.projects` — create, rotate, revoke;
 * :mod:`moss.server.limits` — quotas, request limits, connection timeouts (docs/security.md);
   :mod:`moss.server.bodies` — reading request input under those limits.
+* :mod:`moss.server.app` — the HTTP API; :mod:`moss.server.http_errors` — its error mapping;
+  :mod:`moss.server.web_routes` — its web-source endpoints; :mod:`moss.server.openapi` — its
+  OpenAPI document (from :mod:`~moss.server.openapi_schemas` and
+  :mod:`~moss.server.openapi_paths`).
 """
 
 from __future__ import annotations

@@ -9,11 +9,12 @@ Index names appear in paths percent-encoded. The route is parsed from the *raw* 
 encoded ``/`` stays inside the name and is rejected by the §3.9 name check (``..%2Fx`` ->
 ``INVALID_ARGUMENT``) instead of being decoded into another route.
 
-Errors are ``{"error": {"code", "message", "detail"}}`` with a status per code; anything unexpected
-is logged here and answered with a generic ``INTERNAL`` body, never a stack trace. Every endpoint
-is wrapped so that an error becomes a response *returned* to uvicorn (not an exception raised
-through it), which keeps the keep-alive connection open. Malformed client input — JSON nested
-deeper than ``max_json_depth``, options of the wrong type, a corrupt binary body — is a 4xx.
+Errors are ``{"error": {"code", "message", "detail"}}`` with a status per code
+(:mod:`moss.server.http_errors`); anything unexpected is logged and answered with a generic
+``INTERNAL`` body, never a stack trace. Every endpoint is wrapped so that an error becomes a
+response *returned* to uvicorn (not an exception raised through it), which keeps the keep-alive
+connection open. Malformed client input — JSON nested deeper than ``max_json_depth``, options of
+the wrong type, a corrupt binary body — is a 4xx.
 
 Limits (:mod:`moss.server.limits`, docs/security.md): failed authentications are throttled per
 client address (429 + ``Retry-After``); bodies must arrive at a minimum rate and never stall
@@ -44,9 +45,10 @@ Endpoints (also in ``/openapi.json``)::
     DELETE /v1/web-sources/{id}               delete -> {deleted, id, purge_job_id}
     POST   /v1/web-sources/{id}/resync        start a crawl -> {id, job_id, status}
 
-Web sources crawl from the server. Root URLs resolving to private, loopback or link-local
-addresses are refused unless the operator allows them (``allow_private_crawl=True``,
-``python -m moss.server --allow-private-crawl`` or ``MOSS_ALLOW_PRIVATE_CRAWL=1``).
+Web sources crawl from the server (their endpoints: :mod:`moss.server.web_routes`). Root URLs
+resolving to private, loopback or link-local addresses are refused unless the operator allows them
+(``allow_private_crawl=True``, ``python -m moss.server --allow-private-crawl`` or
+``MOSS_ALLOW_PRIVATE_CRAWL=1``).
 """
 
 from __future__ import annotations
@@ -55,12 +57,10 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import logging
-import math
 import os
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote
 
@@ -75,28 +75,19 @@ from ..cloud.query_wire import query_from_json, result_to_json
 from ..cloud.wire import (
     JobRecord,
     docs_to_json,
-    error_body,
     index_to_json,
     job_to_json,
     options_from_json,
 )
 from ..errors import (
-    ALREADY_EXISTS,
     DESERIALIZATION,
-    INTERNAL,
-    INVALID_ARGUMENT,
-    MODEL_UNAVAILABLE,
     NOT_FOUND,
     UNAUTHORIZED,
     InvalidArgumentError,
     MossError,
 )
 from ..input_limits import check_json, enforced
-from ..sources import (
-    CONFLICT,
-    check_source_id,
-    web_source_to_json,
-)
+from ..sources import CONFLICT
 from ..types import GetDocumentsOptions, validate_index_name
 from .auth import FailureThrottle
 from .bodies import (
@@ -112,14 +103,15 @@ from .bodies import (
     only_params,
 )
 from .catalog import JobRow
+from .http_errors import guard, on_disconnect, on_http_error, on_moss_error, on_unexpected
 from .limits import RATE_LIMITED, Limits, QuotaError, Quotas
 from .openapi import openapi_document
 from .queries import QueryService
 from .store import Store, job_status
+from .web_routes import web_source_routes
 
 __all__ = ["DEFAULT_MAX_JSON_BYTES", "DEFAULT_MAX_UPLOAD_BYTES", "create_app"]
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_MAX_UPLOAD_BYTES = Limits.max_upload_bytes
@@ -129,26 +121,6 @@ _MAX_WAIT_S = 30.0
 PROJECT_HEADER = "x-moss-project-id"
 ALLOW_PRIVATE_CRAWL_ENV = "MOSS_ALLOW_PRIVATE_CRAWL"
 _TRUE = ("1", "true", "yes", "on")
-
-_STATUS = {
-    INVALID_ARGUMENT: 400,
-    UNAUTHORIZED: 401,
-    NOT_FOUND: 404,
-    ALREADY_EXISTS: 409,
-    CONFLICT: 409,
-    DESERIALIZATION: 422,
-    MODEL_UNAVAILABLE: 503,
-    INTERNAL: 500,
-}
-
-
-def _error(err: MossError) -> JSONResponse:
-    status = getattr(err, "status", None) or _STATUS.get(err.code or INTERNAL, 500)
-    headers = None
-    retry = getattr(err, "retry_after", None)
-    if retry is not None:
-        headers = {"Retry-After": str(max(1, math.ceil(retry)))}
-    return JSONResponse(error_body(err), status_code=status, headers=headers)
 
 
 class _Changes:
@@ -439,48 +411,6 @@ def create_app(
             raise MossError(f"no such endpoint: {method} {request.url.path}", code=NOT_FOUND)
         raise HTTPException(405, headers={"Allow": allowed})
 
-    async def web_sources(request: Request) -> Response:
-        project = await authenticate(request)
-        only_params(request, *(("index_name",) if request.method == "GET" else ()))
-        if request.method == "GET":
-            index_name = request.query_params.get("index_name")
-            found = await call(store.web.list, project, index_name)
-            return JSONResponse([web_source_to_json(s) for s in found])
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            raise InvalidArgumentError("the request body must be a JSON object")
-        options = body.get("options") or {}
-        if not isinstance(options, dict):
-            raise InvalidArgumentError("options must be a JSON object")
-        created = await call(
-            store.web.create, project, body.get("index_name"), body.get("root_url"), options
-        )
-        return JSONResponse({**web_source_to_json(created), "job_id": created.job_id})
-
-    async def web_source(request: Request) -> Response:
-        project = await authenticate(request)
-        source_id = check_source_id(request.path_params["source_id"])
-        only_params(request)
-        if request.method == "GET":
-            return JSONResponse(web_source_to_json(await call(store.web.get, project, source_id)))
-        if request.method == "DELETE":
-            gone = await call(store.web.delete, project, source_id)
-            return JSONResponse(
-                {"deleted": gone.deleted, "id": gone.id, "purge_job_id": gone.purge_job_id}
-            )
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            raise InvalidArgumentError("the request body must be a JSON object of options")
-        updated = await call(store.web.update, project, source_id, body)
-        return JSONResponse({**web_source_to_json(updated), "job_id": updated.job_id})
-
-    async def resync_web_source(request: Request) -> Response:
-        project = await authenticate(request)
-        source_id = check_source_id(request.path_params["source_id"])
-        only_params(request)
-        started = await call(store.web.resync, project, source_id)
-        return JSONResponse({"id": started.id, "job_id": started.job_id, "status": started.status})
-
     def presign_version(project: str, name: str, tag: str | None) -> tuple[str, str | None]:
         """The current version and a presigned URL of its blob (None: unchanged or unsigned)."""
         validate_index_name(name)
@@ -517,42 +447,6 @@ def create_app(
             _stream_file(f), media_type="application/octet-stream", headers=headers
         )
 
-    # ------------------------------------------------------------------ errors
-
-    async def on_moss_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, MossError)
-        return _error(exc)
-
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        code = NOT_FOUND if exc.status_code == 404 else INVALID_ARGUMENT
-        err = MossError(f"{exc.detail}: {request.method} {request.url.path}", code=code)
-        return JSONResponse(error_body(err), status_code=exc.status_code, headers=exc.headers)
-
-    async def on_disconnect(request: Request, exc: Exception) -> Response:
-        return Response(status_code=400)
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return _error(MossError("internal server error", code=INTERNAL))
-
-    def guard(handler: Callable[[Request], Awaitable[Response]]) -> Callable[..., Any]:
-        """Answer every error from ``handler`` with a response (see the module docstring)."""
-
-        async def endpoint(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except MossError as e:
-                return _error(e)
-            except ClientDisconnect:
-                return Response(status_code=400)
-            except HTTPException as e:
-                return await on_http_error(request, e)
-            except Exception as e:
-                return await on_unexpected(request, e)
-
-        return endpoint
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         changes.append(_Changes(asyncio.get_running_loop()))
@@ -567,13 +461,7 @@ def create_app(
             Route("/healthz", guard(health), methods=["GET"]),
             Route("/v1/indexes", guard(list_indexes), methods=["GET"]),
             Route("/v1/jobs/{job_id}", guard(job), methods=["GET"]),
-            Route("/v1/web-sources", guard(web_sources), methods=["GET", "POST"]),
-            Route(
-                "/v1/web-sources/{source_id}",
-                guard(web_source),
-                methods=["GET", "PATCH", "DELETE"],
-            ),
-            Route("/v1/web-sources/{source_id}/resync", guard(resync_web_source), methods=["POST"]),
+            *web_source_routes(store, authenticate, read_json),
             # Every method: index_resource answers 405 with the sub-resource's own Allow.
             Route("/v1/indexes/{rest:path}", guard(index_resource), methods=METHODS),
         ],
