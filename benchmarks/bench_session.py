@@ -193,7 +193,8 @@ import numpy, moss
 from moss import MossClient
 t_imp = time.perf_counter()
 import moss.vectors
-moss.vectors._usearch()  # native libraries (usearch, onnxruntime): a one-time process cost
+import moss.vectors_graph
+moss.vectors_graph._usearch()  # native libraries (usearch, onnxruntime): a one-time process cost
 import_s = time.perf_counter() - t_imp
 async def main():
     c = MossClient('bench', 'k', cache_path=sys.argv[1])

@@ -241,7 +241,7 @@ def bench_set(
 
 def load_probe(folder: str) -> None:
     """Child process: memory-map the arrays, from_arrays, first queries; print JSON."""
-    from moss.vectors import _usearch
+    from moss.vectors_graph import _usearch
 
     _usearch()  # loaded lazily by from_arrays, not index memory (and after onnxruntime, as there)
 
@@ -369,7 +369,7 @@ def bench_variants(x: np.ndarray, queries: np.ndarray) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     # The version from the package metadata: importing usearch here, before anything has loaded
-    # onnxruntime, would make a later onnxruntime import crash (moss.vectors._usearch).
+    # onnxruntime, would make a later onnxruntime import crash (moss.vectors_graph._usearch).
     from importlib.metadata import version
 
     return _machine.machine(numpy=np.__version__, usearch=version("usearch"))

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from moss import vectors
+from moss import vectors, vectors_exact, vectors_graph, vectors_tail
 from moss.errors import DESERIALIZATION, InvalidArgumentError, MossError
 from moss.vectors import VectorIndex
 
@@ -575,6 +575,12 @@ def test_remap_compacts_and_keeps_order() -> None:
 needs_kernels = pytest.mark.skipif(vectors._kernels is None, reason="moss._kernels is not built")
 
 
+def without_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the numpy code instead of moss._kernels, in every part of the vector index."""
+    for module in (vectors, vectors_exact, vectors_graph, vectors_tail):
+        monkeypatch.setattr(module, "_kernels", None)
+
+
 def _numpy_quantise(q: np.ndarray) -> np.ndarray:
     q64 = q.astype(np.float64)
     q64 *= 127.0 / float(np.abs(q64).max())
@@ -649,7 +655,7 @@ def test_search_gives_the_same_answers_without_the_compiled_helpers(
     assert vi.stats()["graph"] > 0
     with_c = [vi.search(q, 10) for q in queries]
     zero = vi.search(np.zeros(48, np.float32), 3)
-    monkeypatch.setattr(vectors, "_kernels", None)
+    without_kernels(monkeypatch)
     for q, (rows, scores) in zip(queries, with_c):
         r2, s2 = vi.search(q, 10)
         np.testing.assert_array_equal(rows, r2)
@@ -671,7 +677,7 @@ def clustered(n: int, dim: int, seed: int) -> np.ndarray:
     return out
 
 
-def frozen_index(x: np.ndarray) -> tuple[VectorIndex, vectors._Graph]:
+def frozen_index(x: np.ndarray) -> tuple[VectorIndex, vectors_graph._Graph]:
     """An index over ``x`` with its graph built and frozen, and that graph."""
     vi = VectorIndex(x.shape[1], exact_max_rows=100, tail_max_rows=10**6)
     vi.set(np.arange(len(x)), x)
@@ -681,7 +687,7 @@ def frozen_index(x: np.ndarray) -> tuple[VectorIndex, vectors._Graph]:
     return vi, g
 
 
-def usearch_rows(g: vectors._Graph, q: np.ndarray, count: int, ef: int) -> np.ndarray:
+def usearch_rows(g: vectors_graph._Graph, q: np.ndarray, count: int, ef: int) -> np.ndarray:
     """The same search through usearch's own walk over the same bytes."""
     walk, g._walk, g._walk_unreadable = g._walk, None, True
     try:
@@ -705,8 +711,8 @@ def test_compiled_walk_finds_what_usearch_finds() -> None:
         rec_c += recall(c[:10], truth) / 200
         rec_u += recall(u[:10], truth) / 200
         # nearest first, by the int8 inner product the graph ranks by
-        q8 = vectors._quantise(q[None], 127.0 / float(np.abs(q).max()))[0].astype(np.int64)
-        x8 = vectors._quantise(x[c], g.scale).astype(np.int64)
+        q8 = vectors_graph._quantise(q[None], 127.0 / float(np.abs(q).max()))[0].astype(np.int64)
+        x8 = vectors_graph._quantise(x[c], g.scale).astype(np.int64)
         assert np.all(np.diff(x8 @ q8) <= 0)
     # The same algorithm over the same bytes: only ties may order differently.
     assert same >= 190 and overlap / 200 >= 0.995
@@ -787,7 +793,7 @@ def test_compiled_walk_rejects_damaged_bytes() -> None:
 def test_a_frozen_graph_keeps_new_rows_in_the_tail_until_a_refreeze_pays() -> None:
     x = clustered(3000, 16, seed=6)
     vi, g = frozen_index(x)
-    limit = max(3000 // vectors._FREEZE_NODES_PER_CHANGE, vectors._FLUSH_CHUNK)  # 32 rows
+    limit = max(3000 // vectors_tail._FREEZE_NODES_PER_CHANGE, vectors_tail._FLUSH_CHUNK)  # 32 rows
     new = clustered(limit, 16, seed=7)
     vi.set(np.arange(3000, 3000 + limit - 1), new[:-1])
     assert not vi.flush_due()
@@ -811,7 +817,7 @@ def test_a_frozen_graph_keeps_new_rows_in_the_tail_until_a_refreeze_pays() -> No
 def test_without_the_compiled_walk_the_graph_is_never_frozen(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(vectors, "_kernels", None)
+    without_kernels(monkeypatch)
     x = clustered(600, 8, seed=8)
     vi = VectorIndex(8, exact_max_rows=100, tail_max_rows=10**6)
     vi.set(np.arange(600), x)
@@ -825,7 +831,7 @@ def test_without_the_compiled_walk_the_graph_is_never_frozen(
 def test_a_large_graph_is_refrozen_only_after_half_of_it_changed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(vectors, "_FREEZE_STALL_NODES", 1000)  # 3000 rows count as large
+    monkeypatch.setattr(vectors_tail, "_FREEZE_STALL_NODES", 1000)  # 3000 rows count as large
     x = clustered(3000, 8, seed=10)
     vi, g = frozen_index(x)  # a bulk build changed all of it: frozen
     vi.set(np.arange(100), x[100:200])  # 1/30 of the graph: a small graph would refreeze

@@ -12,7 +12,7 @@
  * are. Measured at 100k rows: 0.20 ms cold and 0.10 ms warm, with the same recall as usearch.
  *
  * The bytes are usearch's ``save_index_to_buffer`` output for a dense, single-key i8 index
- * (moss.vectors._new_usearch), which moss views in place after loading or freezing a graph:
+ * (moss.vectors_graph._new_usearch), which moss views in place after loading or freezing a graph:
  *
  *   u32 rows, u32 cols; rows x cols int8 vectors, slot order;
  *   64-byte dense head: "usearch", version, kinds, u64 present, u64 deleted, u64 dims, ...;

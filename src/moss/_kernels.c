@@ -14,7 +14,8 @@
  * embedding has evicted the caches, each numpy call costs tens of microseconds; these are three
  * calls instead of about fifteen. quantize_i8 repeats numpy's float64 operations exactly;
  * dot_rows sums in float64 in a fixed order, and differs from numpy's BLAS order only in the
- * float64 rounding, which the final rounding to float32 hides (see moss.vectors._dot64).
+ * float64 rounding, which the final rounding to float32 hides (see _dot64 in
+ * moss.vectors_exact).
  *
  * hnsw_header, hnsw_offsets and hnsw_search (in _hnsw.c): the HNSW graph walk over a serialised
  * usearch graph, with the memory requests of each step issued together (moss.vectors).

@@ -3,48 +3,24 @@
 Rows are the engine's dense row numbers; each holds one float32 vector. ``search`` returns the top
 ``k`` live rows by inner product (not cosine: custom vectors are not normalised, docs/api.md
 §3.3), with their exact float32 scores, ties broken by row. The design, and the measurements behind
-every constant, are in ``docs/vector-index.md``; in short:
+every constant, are in ``docs/vector-index.md``. The parts, each with its own notes:
 
-* **The float32 matrix is the truth.** Every score we return is recomputed from it in float64 and
-  rounded once to float32, so it is the correctly rounded inner product whichever path found the
-  row, identical vectors tie exactly (BLAS ``sgemv`` gives identical rows different last bits,
-  measured), and ``dot`` agrees with ``search``.
-* **Small indexes are searched exactly** (up to ``exact_max_rows`` live rows, 4096 by default):
-  chunked float32 BLAS gives a shortlist, the float64 recomputation orders it.
-* **Large indexes use a usearch HNSW graph over int8 copies of the rows** (M=16), and the ANN
-  candidates are re-ranked exactly. We quantise ourselves with one global scale (``127 / max|x|``)
-  and hand usearch int8 arrays: usearch then ranks by the *raw* integer inner product. (Given
-  float32 input its i8 mode normalises every vector, which is cosine, not inner product.) int8
-  keeps the graph at ~0.35x the float32 matrix, where f16 would be 0.6x and slower.
-* **Searching a settled graph is our own compiled walk over usearch's bytes.** usearch's Python
-  search prefetches nothing, so after an embedding has evicted the caches each vector it reads is
-  a miss waited for in turn. Once the graph has changed by 1/256 of its nodes since it was last
-  frozen, ``flush`` *freezes* it: the graph becomes a read-only view of its own serialisation,
-  which ``moss._kernels.hnsw_search`` walks (the same algorithm, every step's reads requested
-  together; 0.18 against 0.38 ms cold at 100k rows). A frozen graph leaves new rows in the tail
-  (up to ``size / 256``) rather than being copied back for each; a layout the walk does not read,
-  or no compiled extension, means usearch's own search.
-* **Adding a row never touches the graph.** New and overwritten rows go to an exact *tail*: the
-  contiguous suffix ``[lo, n)`` plus a small set of overwritten older rows, brute-forced next to the
-  graph on every query. ``flush()`` (meant for a background thread) folds the tail into the graph in
-  chunks of 32 rows, releasing the lock between chunks. If nobody flushes, a ``set`` that leaves
-  more than ``tail_max_rows`` (1024) pending folds ``max(32, 2 * batch)`` of them itself: a one-row
-  add then costs at most 32 insertions and about one amortised, and a bulk load builds the graph in
-  one multi-threaded call. Deletes and overwrites remove the row's graph node (``usearch
-  remove``), and before the next insertion one pass drops the links to removed nodes, whose slots
-  usearch reuses; no rebuild is ever needed (recall after heavy churn: docs/vector-index.md).
+* :mod:`moss.vectors_exact` -- the float32 matrix, which is the truth: every score is recomputed
+  from it in float64, and small indexes (``exact_max_rows``) are searched exactly.
+* :mod:`moss.vectors_graph` -- the usearch HNSW graph over int8 copies of the rows, searched by our
+  compiled walk once frozen, and the snapshot form of its bytes.
+* :mod:`moss.vectors_tail` -- the exact tail of rows not in the graph yet, ``flush`` and freezing.
+
+This module holds :class:`VectorIndex`: writes, search, and loading. In short:
+
 * **Filtered search** counts the allowed live rows. Few of them (or a selectivity that would need a
   huge over-fetch) means an exact scan of just those rows; otherwise the graph is searched with an
   over-fetch sized from the selectivity, and if too few allowed rows survive we fall back to exact.
 * **Graph keys are stable slot ids**, not rows, so ``remap`` (engine compaction) rewrites two small
-  integer arrays and never touches the graph. Freed slot ids are reused.
+  integer arrays and never touches the graph.
 * **Loading never rebuilds.** ``from_arrays`` uses the matrix as given (a read-only memory map is
   fine: it is copied on the first write) and *views* the serialised graph in place (usearch
   ``view``); the first change to the graph loads a private copy.
-
-Why BLAS calls are chunked to at most 2**18 elements: above roughly 1200x384 OpenBLAS runs
-``sgemv`` on several threads, and on a busy machine that stalled single queries for 12-16 ms
-(measured); below it, it stays on the calling thread.
 
 Thread safety: every public method takes one re-entrant lock; ``flush`` releases it between chunks,
 so a concurrent query waits at most one chunk (a few ms; ~20 ms more at 100k rows for the link
@@ -53,16 +29,17 @@ pass after deletes). usearch holds the GIL while it inserts.
 
 from __future__ import annotations
 
-import atexit
 import math
 import threading
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from .errors import DESERIALIZATION, INTERNAL, InvalidArgumentError, MossError
+from .errors import DESERIALIZATION, InvalidArgumentError, MossError
+from .vectors_exact import _GEMV_ELEMS
+from .vectors_graph import _Graph, restore_graph_vectors, strip_graph_vectors
+from .vectors_tail import _Tail
 
 try:  # compiled query helpers (src/moss/_kernels.c); the numpy code below does the same
     from . import _kernels
@@ -72,40 +49,15 @@ except ImportError:  # pragma: no cover - built wherever a C compiler exists
 __all__ = ["FORMAT_VERSION", "VectorIndex", "restore_graph_vectors", "strip_graph_vectors"]
 
 F32Array = npt.NDArray[np.float32]
-F64Array = npt.NDArray[np.float64]
 I64Array = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
-U8Array = npt.NDArray[np.uint8]
-U64Array = npt.NDArray[np.uint64]
 
 FORMAT_VERSION = 1
-_GEMV_ELEMS = 1 << 18  # elements per BLAS call (see the module docstring)
-_FLUSH_CHUNK = 32  # rows per graph insertion in flush(): ~5-10 ms holding the GIL
-
-# Background flushes stop at the next chunk once the interpreter exits, and exit waits for the
-# chunk in progress: a daemon thread still inside usearch while the process tears down its C++
-# runtime can abort the process (exit 134).
-_exiting = False
-_active = threading.Condition()
-_active_flushes = 0
-
-
-@atexit.register
-def _stop_background_flushes() -> None:
-    global _exiting
-    with _active:
-        _exiting = True
-        _active.wait_for(lambda: _active_flushes == 0, timeout=30.0)
-
-
 _MIN_CANDIDATES = 32  # ANN candidates re-ranked exactly, at least
 _FILTER_EXACT_MIN = 2048  # allowed rows at or below which a filtered query is always exact
 _ROWS_PER_EF = 20  # an exact scan of m allowed rows costs about an ANN search with ef = m / 20
 _MAX_FILTER_EF = 4096  # a filter so selective it needs a larger over-fetch is searched exactly
 _FILTER_EF_PER_DEPTH = 3  # filtered ef = base ef + this * (depth of the allowed top-k)
-_MAX_PENDING = 1024  # removals buffered against a read-only (viewed) graph before copying it
-_FREEZE_NODES_PER_CHANGE = 256  # see VectorIndex._freeze_due
-_FREEZE_STALL_NODES = 250_000  # see VectorIndex._freeze_due
 
 
 def _auto_ef(graph_rows: int) -> int:
@@ -113,364 +65,7 @@ def _auto_ef(graph_rows: int) -> int:
     return int(min(512, max(64, round(64 + 32 * math.log2(max(graph_rows, 2500) / 2500)))))
 
 
-def _usearch() -> Any:
-    """Import ``usearch.compiled``, loading onnxruntime first when it is installed.
-
-    usearch's extension links its own static libstdc++; once it is loaded, importing onnxruntime
-    crashes in libstdc++'s locale set-up (``codecvt<char16_t>::do_unshift``, reproduced with
-    usearch 2.26 and onnxruntime 1.32). The other order is safe, and every process that embeds
-    text after building a large index needs both, so onnxruntime always goes first.
-    """
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:  # pragma: no cover - onnxruntime is a core dependency
-        pass
-    import usearch.compiled
-
-    return usearch.compiled
-
-
-def _new_usearch(dim: int, connectivity: int, expansion_add: int) -> Any:
-    u = _usearch()
-    Index, MetricKind, MetricSignature, ScalarKind = (
-        u.Index,
-        u.MetricKind,
-        u.MetricSignature,
-        u.ScalarKind,
-    )
-
-    return Index(
-        ndim=dim,
-        dtype=ScalarKind.I8,
-        connectivity=connectivity,
-        expansion_add=expansion_add,
-        expansion_search=64,
-        metric_kind=MetricKind.IP,
-        metric_signature=MetricSignature.ArrayArraySize,
-        metric_pointer=0,
-        multi=False,
-        enable_key_lookups=True,
-    )
-
-
-_UNKNOWN_DTYPE: Any = None
-
-
-def _unknown_dtype() -> Any:
-    """usearch's ``ScalarKind.Unknown``, looked up once (it is on every query's path)."""
-    global _UNKNOWN_DTYPE
-    if _UNKNOWN_DTYPE is None:
-        _UNKNOWN_DTYPE = _usearch().ScalarKind.Unknown
-    return _UNKNOWN_DTYPE
-
-
-def _query_norm(q: F32Array) -> float:
-    """``|q|`` in np.linalg.norm's float32 arithmetic: the one both cosine paths divide by."""
-    return float(np.sqrt(q.dot(q)))
-
-
-def _quantise(x: npt.NDArray[np.floating[Any]], scale: float) -> npt.NDArray[np.int8]:
-    with np.errstate(over="ignore"):  # components past the scale saturate at +-127
-        y = np.rint(x * x.dtype.type(scale))
-    q: npt.NDArray[np.int8] = np.clip(y, -127, 127).astype(np.int8)
-    return q
-
-
-def _as_float32(values: Any, what: str) -> F32Array:
-    try:
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow: rejected as non-finite
-            return np.asarray(values, dtype=np.float32)
-    except (TypeError, ValueError) as e:
-        raise InvalidArgumentError(f"{what} must be an array of numbers: {e}") from e
-
-
-class _Graph:
-    """A usearch HNSW index over int8 rows, keyed by reusable slot ids (``key_row`` maps back)."""
-
-    def __init__(self, dim: int, scale: float, connectivity: int, expansion_add: int) -> None:
-        self.dim = dim
-        self.scale = scale
-        self.connectivity = connectivity
-        self.expansion_add = expansion_add
-        self.index: Any = _new_usearch(dim, connectivity, expansion_add)
-        self.key_row: I64Array = np.full(0, -1, dtype=np.int64)
-        self.n_keys = 0  # keys ever handed out; free ones have key_row == -1
-        self.free: list[int] = []
-        self.pending: list[int] = []  # removed by us, still present in the viewed buffer
-        self.size = 0  # live nodes
-        self.view_buf: U8Array | None = None
-        self.unlinked = False  # removed nodes may still be linked to (see add)
-        self.changes = 0  # nodes added or removed since the graph was last a view (see freeze)
-        self._walk: tuple[U8Array, U64Array, U64Array] | None = None
-        self._walk_unreadable = False
-
-    def materialise(self) -> None:
-        """Replace a read-only view by a private copy, applying buffered removals."""
-        if self.view_buf is None:
-            return
-        index = _new_usearch(self.dim, self.connectivity, self.expansion_add)
-        index.load_index_from_buffer(self.view_buf, None)
-        index.expansion_add = self.expansion_add
-        self.index, self.view_buf = index, None
-        self._walk, self._walk_unreadable = None, False
-        if self.pending:
-            index.remove_many(np.asarray(self.pending, dtype=np.uint64), compact=False, threads=1)
-            self.free.extend(self.pending)
-            self.pending = []
-            self.unlinked = True
-
-    def freeze(self) -> None:
-        """Make the graph a read-only view of its own serialised bytes, which the compiled walk
-        (``moss._kernels.hnsw_search``) searches; the next change loads a private copy again.
-
-        Costs one serialisation and a view (about 30 ms at 100k rows), and the next change one
-        copy back (about 30 ms): VectorIndex freezes only when that is small next to the
-        insertions since the last freeze.
-        """
-        if self.view_buf is not None or _kernels is None or len(self.index) == 0:
-            return
-        raw = self.index.save_index_to_buffer(None)
-        # Into numpy's memory, which it asks the kernel to back with transparent huge pages:
-        # the walk's scattered reads then miss the TLB less (cold walk at 100k: -0.02 ms).
-        buf = np.empty(len(raw), dtype=np.uint8)  # may raise MemoryError: nothing changed yet
-        index = _new_usearch(self.dim, self.connectivity, self.expansion_add)
-        self.index = None  # at most two copies of the graph at once
-        buf[:] = np.frombuffer(raw, dtype=np.uint8)
-        del raw
-        index.view_index_from_buffer(buf, None)
-        self.index, self.view_buf, self.changes = index, buf, 0
-
-    def _walker(self) -> tuple[U8Array, U64Array, U64Array] | None:
-        """(bytes, node offsets, visited scratch) for the compiled walk, while the graph is a
-        view whose layout the walk reads; None means usearch's own search."""
-        if self._walk is None and self.view_buf is not None and _kernels is not None:
-            if self._walk_unreadable:
-                return None
-            try:
-                size, _ = _kernels.hnsw_header(self.view_buf)
-                offsets = np.empty(size + 1, dtype=np.uint64)
-                _kernels.hnsw_offsets(self.view_buf, offsets)
-            except ValueError:  # another usearch layout: its own search still reads it
-                self._walk_unreadable = True
-                return None
-            self._walk = (self.view_buf, offsets, np.zeros((size + 63) // 64, dtype=np.uint64))
-        return self._walk
-
-    def add(self, rows: I64Array, x: F32Array, threads: int) -> I64Array:
-        self.materialise()
-        if self.unlinked:
-            # usearch reuses removed nodes' slots for new vectors, and links that pointed to the
-            # old vector would then lead to an unrelated one: drop links to removed nodes first
-            # (one O(n) pass, ~20 ms at 100k). Measured on SciFact after overwriting 30% and
-            # deleting 10%: recall@10 0.978 without this, 0.991 with it, 0.998 rebuilt.
-            self.index.remove_many(np.zeros(0, dtype=np.uint64), compact=True, threads=threads)
-            self.unlinked = False
-        n = rows.size
-        reuse = min(n, len(self.free))
-        keys = np.empty(n, dtype=np.int64)
-        if reuse:
-            keys[:reuse] = self.free[len(self.free) - reuse :]
-            del self.free[len(self.free) - reuse :]
-        keys[reuse:] = np.arange(self.n_keys, self.n_keys + n - reuse, dtype=np.int64)
-        self.n_keys += n - reuse
-        if self.n_keys > self.key_row.size:
-            grown = np.full(max(self.n_keys, self.key_row.size * 3 // 2 + 64), -1, np.int64)
-            grown[: self.key_row.size] = self.key_row
-            self.key_row = grown
-        self.index.add_many(
-            keys.astype(np.uint64),
-            _quantise(x, self.scale),
-            copy=True,
-            threads=threads,
-            dtype=_unknown_dtype(),
-        )
-        self.key_row[keys] = rows
-        self.size += n
-        self.changes += n
-        return keys
-
-    def remove(self, keys: I64Array) -> None:
-        self.key_row[keys] = -1
-        self.size -= keys.size
-        self.changes += keys.size
-        if self.view_buf is not None:
-            self.pending.extend(keys.tolist())
-            if len(self.pending) > _MAX_PENDING:
-                self.materialise()
-            return
-        self.index.remove_many(keys.astype(np.uint64), compact=False, threads=1)
-        self.free.extend(keys.tolist())
-        self.unlinked = True
-
-    def search(self, q: F32Array, count: int, ef: int) -> I64Array:
-        """Rows of about ``count`` approximate nearest neighbours by inner product."""
-        if _kernels is not None:
-            q8 = np.empty(q.size, dtype=np.int8)
-            _kernels.quantize_i8(q, q8)  # the same float64 operations as below, in one call
-        else:
-            q64 = q.astype(np.float64)  # float64: 127 / max|q| may not fit a float32
-            # _quantise inlined: scaled by 127 / max|q|, nothing can overflow, so no errstate.
-            q64 *= 127.0 / float(np.abs(q64).max())
-            q8 = np.clip(np.rint(q64, out=q64), -127, 127, out=q64).astype(np.int8)
-        want = count + len(self.pending)
-        walk = self._walker()
-        if walk is not None:
-            found = np.empty(want, dtype=np.int64)
-            try:
-                m = _kernels.hnsw_search(*walk, q8, ef, want, self.n_keys, found)
-            except ValueError as e:
-                raise MossError(f"vector graph is damaged: {e}", code=INTERNAL) from e
-            rows: I64Array = self.key_row[found[:m]]
-        else:
-            self.index.expansion_search = ef
-            keys, _, counts, _, _ = self.index.search_many(
-                q8.reshape(1, -1), count=want, exact=False, threads=1, dtype=_unknown_dtype()
-            )
-            rows = self.key_row[np.asarray(keys[0, : int(counts[0])], dtype=np.int64)]
-        # Only a node removed while the graph is a view (pending) is still found with no row.
-        return rows[rows >= 0] if self.pending else rows
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        graph = self.view_buf
-        if graph is None:
-            graph = np.frombuffer(self.index.save_index_to_buffer(None), dtype=np.uint8)
-        return {"graph": graph, "graph_key_row": self.key_row[: self.n_keys].copy()}
-
-    @classmethod
-    def from_arrays(cls, buf: U8Array, key_row: I64Array, dim: int, meta: F64Array) -> _Graph:
-        g = cls(dim, float(meta[2]), int(meta[4]), int(meta[5]))
-        g.index.view_index_from_buffer(buf, None)
-        if int(g.index.ndim) != dim:
-            raise ValueError(f"graph has {g.index.ndim} dimensions, matrix {dim}")
-        g.view_buf = buf
-        g.key_row = key_row
-        g.n_keys = key_row.size
-        # A key without a row is free, or (saved while viewing) still a node in the bytes.
-        unused = np.flatnonzero(key_row < 0)
-        if unused.size:
-            present = np.asarray(g.index.contains_many(unused.astype(np.uint64)), dtype=bool)
-            g.pending = unused[present].tolist()
-            g.free = unused[~present].tolist()
-            g.unlinked = bool(g.free)
-        used = np.flatnonzero(key_row >= 0)
-        g.size = used.size
-        if (
-            len(g.index) != g.size + len(g.pending)
-            or not np.asarray(g.index.contains_many(used.astype(np.uint64)), dtype=bool).all()
-        ):
-            raise ValueError("graph nodes and graph_key_row disagree")
-        return g
-
-
-# usearch's serialised dense index starts with ``u32 rows, u32 cols`` and then the ``rows x cols``
-# int8 vectors in slot order; the graph (node keys, levels, neighbour lists) follows.
-_GRAPH_HEAD = 8
-_HASH_CHUNK = 8192
-
-
-def _graph_head(buf: U8Array) -> tuple[int, int]:
-    """``(rows, cols)`` of the int8 vector block at the front of a serialised usearch index."""
-    if buf.size < _GRAPH_HEAD:
-        raise ValueError("graph buffer is truncated")
-    rows, cols = (int(v) for v in np.frombuffer(buf[:_GRAPH_HEAD].tobytes(), "<u4"))
-    return rows, cols
-
-
-def _row_hashes(x8: npt.NDArray[np.int8], weights: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """One int64 hash per int8 row (equal rows, equal hashes; exact, no float rounding)."""
-    out = np.empty(x8.shape[0], dtype=np.int64)
-    for s in range(0, x8.shape[0], _HASH_CHUNK):
-        out[s : s + _HASH_CHUNK] = x8[s : s + _HASH_CHUNK].astype(np.int64) @ weights
-    return out
-
-
-def strip_graph_vectors(
-    arrays: Mapping[str, np.ndarray], matrix: npt.ArrayLike
-) -> dict[str, np.ndarray]:
-    """``arrays`` (a :meth:`VectorIndex.to_arrays` dict) without the graph's int8 row copies.
-
-    The copies are ``_quantise(matrix[row], scale)`` of the row each graph slot holds: a snapshot
-    that carries the float32 matrix anyway can drop them (0.22x the matrix, a third of the graph)
-    and keep ``graph_slot_row`` (slot -> row) instead; :func:`restore_graph_vectors` puts them back
-    bit for bit. Slots are matched to rows by content and every match is verified; a slot that no
-    row reproduces exactly (a removed node still in the buffer) keeps its bytes, in
-    ``graph_extra_vectors``, and gets row -1.
-    """
-    out = dict(arrays)
-    graph, meta = arrays.get("graph"), arrays.get("meta")
-    mat = np.asarray(matrix)
-    if graph is None or meta is None or mat.ndim != 2 or "graph_slot_row" in arrays:
-        return out
-    buf = np.asarray(graph).reshape(-1).view(np.uint8)
-    if buf.size < _GRAPH_HEAD:
-        return out
-    rows, cols = _graph_head(buf)
-    end = _GRAPH_HEAD + rows * cols
-    if cols != mat.shape[1] or end > buf.size or rows == 0 or mat.shape[0] == 0:
-        return out
-    block = buf[_GRAPH_HEAD:end].view(np.int8).reshape(rows, cols)
-    scale = float(np.asarray(meta)[2])
-    weights = np.random.default_rng(0x6D6F7373).integers(1, 1 << 40, size=cols, dtype=np.int64)
-    q = np.empty(mat.shape, dtype=np.int8)
-    for s in range(0, mat.shape[0], _HASH_CHUNK):
-        q[s : s + _HASH_CHUNK] = _quantise(mat[s : s + _HASH_CHUNK], scale)
-    h_rows = _row_hashes(q, weights)
-    order = np.argsort(h_rows, kind="stable")
-    sorted_h = h_rows[order]
-    h_slots = _row_hashes(block, weights)
-    at = np.minimum(np.searchsorted(sorted_h, h_slots), sorted_h.size - 1)
-    slot_row = order[at]
-    ok = sorted_h[at] == h_slots
-    ok[ok] = (q[slot_row[ok]] == block[ok]).all(axis=1)
-    slot_row[~ok] = -1
-    out["graph"] = np.concatenate([buf[:_GRAPH_HEAD], buf[end:]])
-    out["graph_slot_row"] = slot_row.astype(np.int32)
-    out["graph_extra_vectors"] = block[~ok].copy()
-    return out
-
-
-def restore_graph_vectors(
-    arrays: Mapping[str, np.ndarray], matrix: npt.ArrayLike
-) -> dict[str, np.ndarray]:
-    """The inverse of :func:`strip_graph_vectors` (``arrays`` unchanged if nothing was stripped).
-
-    Raises:
-        ValueError: ``graph_slot_row`` does not fit the graph or the matrix.
-    """
-    out = dict(arrays)
-    slot_row = out.pop("graph_slot_row", None)
-    extra = np.asarray(out.pop("graph_extra_vectors", np.zeros((0, 0), np.int8)))
-    if slot_row is None:
-        return out
-    mat = np.asarray(matrix)
-    buf = np.asarray(out["graph"]).reshape(-1).view(np.uint8)
-    slots = np.asarray(slot_row, dtype=np.int64)
-    if mat.ndim != 2:
-        raise ValueError("the matrix must be two-dimensional")
-    rows, cols = _graph_head(buf)
-    if rows != slots.size or cols != mat.shape[1]:
-        raise ValueError(f"stripped graph has {rows}x{cols} slots for {slots.size} slot rows")
-    own = slots >= 0
-    n_extra = int(slots.size - np.count_nonzero(own))
-    if slots.size and (int(slots.min()) < -1 or int(slots.max()) >= mat.shape[0]):
-        raise ValueError("graph slot rows point outside the matrix")
-    if n_extra and (extra.dtype != np.int8 or extra.shape != (n_extra, cols)):
-        raise ValueError(f"graph keeps {extra.shape} extra vectors for {n_extra} slots")
-    scale = float(np.asarray(out["meta"])[2])
-    end = _GRAPH_HEAD + rows * cols
-    full = np.empty(buf.size + rows * cols, dtype=np.uint8)
-    full[:_GRAPH_HEAD] = buf[:_GRAPH_HEAD]
-    block = full[_GRAPH_HEAD:end].view(np.int8).reshape(rows, cols)
-    for s in range(0, rows, _HASH_CHUNK):
-        block[s : s + _HASH_CHUNK] = _quantise(mat[slots[s : s + _HASH_CHUNK]], scale)
-    if n_extra:
-        block[~own] = extra
-    full[end:] = buf[_GRAPH_HEAD:]
-    out["graph"] = full
-    return out
-
-
-class VectorIndex:
+class VectorIndex(_Tail):
     """Float32 vectors by row with exact-re-ranked inner-product search (see module docstring).
 
     Args:
@@ -533,95 +128,6 @@ class VectorIndex:
     def __len__(self) -> int:
         return self._n_live
 
-    # ------------------------------------------------------------------ validation
-
-    def _vectors(self, vectors: Any, n: int) -> F32Array:
-        v = _as_float32(vectors, "embeddings")
-        if v.ndim != 2 or v.shape[0] != n:
-            raise InvalidArgumentError(f"expected a ({n}, {self.dim}) array of vectors")
-        if v.shape[1] != self.dim:
-            raise InvalidArgumentError(
-                f"Invalid embedding length: expected {self.dim} but received {v.shape[1]}."
-            )
-        if not np.isfinite(v).all():
-            raise InvalidArgumentError("embeddings must not contain NaN or infinite values")
-        return np.ascontiguousarray(v)
-
-    def _query(self, q: Any) -> F32Array:
-        if (
-            type(q) is np.ndarray
-            and q.dtype == np.float32
-            and q.ndim == 1
-            and q.size == self.dim
-            and q.flags.c_contiguous
-        ):  # the engine's own query vectors: only finiteness is left to check
-            finite = _kernels.query_state(q) > 0 if _kernels is not None else np.isfinite(q).all()
-            if not finite:
-                raise InvalidArgumentError(
-                    "query embedding must not contain NaN or infinite values"
-                )
-            return q
-        v = _as_float32(q, "query embedding")
-        if v.ndim != 1:
-            raise InvalidArgumentError(f"query vector must be one-dimensional, got {v.shape}")
-        if v.size != self.dim:
-            raise InvalidArgumentError(
-                f"Invalid embedding length: expected {self.dim} but received {v.size}."
-            )
-        if not np.isfinite(v).all():
-            raise InvalidArgumentError("query embedding must not contain NaN or infinite values")
-        return np.ascontiguousarray(v)
-
-    @staticmethod
-    def _rows(rows: Any) -> I64Array:
-        r = np.asarray(rows)
-        if r.size == 0:
-            return np.zeros(0, dtype=np.int64)
-        if r.ndim != 1 or r.dtype.kind not in "iu":
-            raise InvalidArgumentError("rows must be a one-dimensional integer array")
-        r = r.astype(np.int64, copy=False)
-        if int(r.min()) < 0:
-            raise InvalidArgumentError("rows must be non-negative")
-        return r
-
-    def _live_rows(self, rows: Any) -> I64Array:
-        r = self._rows(rows)
-        if r.size and (int(r.max()) >= self._n or not self._live[r].all()):
-            raise InvalidArgumentError("rows must be live rows of the vector index")
-        return r
-
-    # ------------------------------------------------------------------ storage
-
-    def _reserve(self, n_needed: int) -> None:
-        """Make the per-row arrays writable with room for ``n_needed`` rows."""
-        cap = self._mat.shape[0]
-        if n_needed <= cap and self._mat_owned:
-            return
-        if n_needed > cap:
-            cap = max(n_needed, cap * 3 // 2 + 64)
-        mat = np.zeros((cap, self.dim), dtype=np.float32)
-        mat[: self._n] = self._mat[: self._n]
-        self._mat, self._mat_owned = mat, True
-        for name, fill in (("_live", False), ("_norms", 0.0), ("_row_key", -1)):
-            old = getattr(self, name)
-            if old.size < cap:
-                new = np.full(cap, fill, dtype=old.dtype)
-                new[: old.size] = old
-                setattr(self, name, new)
-
-    def _scattered_rows(self) -> I64Array:
-        if self._scattered_arr is None:
-            self._scattered_arr = np.array(sorted(self._scattered), dtype=np.int64)
-        return self._scattered_arr
-
-    def _drop_scattered(self, rows: I64Array) -> None:
-        if self._scattered and rows.size:
-            self._scattered.difference_update(rows.tolist())
-            self._scattered_arr = None
-
-    def _tail_size(self) -> int:
-        return len(self._scattered) + int(np.count_nonzero(self._live[self._lo : self._n]))
-
     # ------------------------------------------------------------------ writes
 
     def set(self, rows: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
@@ -664,19 +170,6 @@ class VectorIndex:
             self._live[r] = True
             self._max_norm = max(self._max_norm, float(norms.max()))
             self._fold_excess(r.size)
-
-    def _fold_excess(self, added: int) -> None:
-        """Keep the tail bounded when nobody calls ``flush``; hold the lock.
-
-        Past the bound it folds ``max(2 * added, 32)`` rows (at least the excess): a one-row add
-        then pays for 32 insertions once every 32 adds (about one insertion amortised), and a bulk
-        ``set`` builds the graph over all of its rows in one multi-threaded call.
-        """
-        tail = self._tail_size() if self._graph is not None else self._n_live
-        limit = self._tail_max + (self._exact_max if self._graph is None else 0)
-        if tail > limit:
-            n = max(tail - self._tail_max, min(tail, max(2 * added, _FLUSH_CHUNK)))
-            self._fold(n, threads=0 if n >= 256 else 1)
 
     def remove(self, rows: npt.ArrayLike) -> None:
         """Delete rows; unknown or already removed rows are ignored."""
@@ -741,214 +234,6 @@ class VectorIndex:
                 kr[used] = m[kr[used]]
             self._mat, self._mat_owned = mat, True
             self._live, self._norms, self._row_key, self._n = live, norms, row_key, new_n
-
-    def flush(self, *, background: bool = False) -> None:
-        """Fold pending rows into the graph now, in chunks, releasing the lock between them;
-        then freeze the graph if it changed enough since it was last frozen (``_freeze_due``).
-
-        Safe to call from a background thread. A no-op while the index is small enough to be
-        searched exactly. ``background=True`` (the engine's flusher) does nothing while
-        :meth:`flush_due` is false: a frozen graph keeps a short tail rather than being
-        copied back, changed and frozen again for every row.
-        """
-        global _active_flushes
-        with self._lock:
-            if background and not self._flush_due():
-                return
-        if background:
-            with _active:
-                if _exiting:
-                    return
-                _active_flushes += 1
-        try:
-            while not (background and _exiting):
-                with self._lock:
-                    if self._fold(_FLUSH_CHUNK, threads=1) == 0:
-                        g = self._graph
-                        if g is not None:
-                            if g.pending:
-                                g.materialise()  # applies the removals buffered against a view
-                            if self._freeze_due(g):
-                                g.freeze()
-                        return
-        finally:
-            if background:
-                with _active:
-                    _active_flushes -= 1
-                    _active.notify_all()
-
-    def flush_due(self) -> bool:
-        """Whether ``flush(background=True)`` would fold or freeze anything now."""
-        with self._lock:
-            return self._flush_due()
-
-    def _flush_due(self) -> bool:
-        g = self._graph
-        if g is None:
-            return self._n_live > self._exact_max
-        tail = self._tail_size()
-        if g.view_buf is not None:
-            # Frozen: new rows wait in the exact tail (and removals in `pending`) until there
-            # are enough of them to be worth a refold and a refreeze.
-            limit = min(max(g.size // _FREEZE_NODES_PER_CHANGE, _FLUSH_CHUNK), self._tail_max // 2)
-            return tail + len(g.pending) >= limit
-        return tail > 0 or self._freeze_due(g)
-
-    @staticmethod
-    def _freeze_due(g: _Graph) -> bool:
-        """A private graph is frozen once it changed by 1/256 of its nodes since it last was:
-        freezing and the later copy back cost about 0.6 us per node (30 ms each at 100k rows),
-        inserting a node 100 us or more, so the freezes at most double the insertion work.
-
-        Both hold the index lock, and queries wait: above ``_FREEZE_STALL_NODES`` (a 100 ms
-        stall) a graph is refrozen only once half of it changed, as after a bulk build.
-        """
-        due = g.changes * _FREEZE_NODES_PER_CHANGE >= g.size > 0
-        if g.size > _FREEZE_STALL_NODES:
-            due = 2 * g.changes >= g.size
-        return due and g.view_buf is None and _kernels is not None
-
-    def _fold(self, limit: int | None, threads: int) -> int:
-        """Move up to ``limit`` tail rows into the graph (building it if needed); hold the lock."""
-        if self._graph is None:
-            if self._n_live < max(self._exact_max, 1):
-                return 0
-            self._graph = _Graph(self.dim, self._scale(), self._connectivity, self._expansion_add)
-        scattered = self._scattered_rows()
-        if limit is not None:
-            scattered = scattered[:limit]
-        room = None if limit is None else limit - scattered.size
-        suffix = self._lo + np.flatnonzero(self._live[self._lo : self._n])
-        take = suffix if room is None else suffix[:room]
-        rows = np.concatenate([scattered, take])
-        if rows.size == 0:
-            return 0
-        self._row_key[rows] = self._graph.add(rows, self._mat[rows], threads)
-        self._drop_scattered(scattered)
-        if take.size == suffix.size:
-            self._lo = self._n
-        elif take.size:
-            self._lo = int(take[-1]) + 1
-        return int(rows.size)
-
-    def _scale(self) -> float:
-        """int8 scale mapping the largest absolute component of the live rows to 127."""
-        top = 0.0
-        step = self._chunk
-        for s in range(0, self._n, step):
-            block = self._mat[s : s + step][self._live[s : s + step]]
-            if block.size:
-                top = max(top, float(np.abs(block).max()))
-        return 127.0 / top if top > 1e-30 else 1.0
-
-    # ------------------------------------------------------------------ reads
-
-    def get(self, rows: npt.ArrayLike) -> F32Array:
-        """Copies of the vectors of live ``rows``, shape ``(len(rows), dim)``."""
-        with self._lock:
-            out: F32Array = self._mat[self._live_rows(rows)]  # fancy indexing copies
-            return out
-
-    def norms(self, rows: npt.ArrayLike) -> F32Array:
-        """L2 norms of live ``rows`` (computed in float64 when stored)."""
-        with self._lock:
-            out: F32Array = self._norms[self._live_rows(rows)]
-            return out
-
-    def clamped_cosines(
-        self, q: F32Array, rows: I64Array, known_dots: F32Array | None = None
-    ) -> F64Array:
-        """``clamp(cosine(q, row), 0, 1)`` per row (0 where either vector is zero), in float64.
-
-        The query path's own call: ``q`` is a query vector ``search`` accepted and ``rows`` are
-        live rows it returned or the keyword index named, so neither is validated again.
-        ``known_dots`` holds the inner products of the first ``known_dots.size`` rows as ``search``
-        returned them; only the other rows' are computed (the same numbers: see ``_dot64``).
-        """
-        q = np.ascontiguousarray(q, dtype=np.float32)  # a no-op for the vectors search accepted
-        dots = np.empty(rows.size, dtype=np.float64)
-        known = 0 if known_dots is None else min(known_dots.size, rows.size)
-        if known_dots is not None and known:
-            dots[:known] = known_dots[:known]
-        with self._lock:
-            norms = self._norms[rows].astype(np.float64)
-            if known < rows.size:
-                dots[known:] = self._dot64(q, rows[known:])
-        denom = norms * _query_norm(q)
-        cos = np.divide(dots, denom, out=np.zeros_like(dots), where=denom > 0)
-        return np.clip(cos, 0.0, 1.0, out=cos)
-
-    def fuse_score(
-        self,
-        q: F32Array,
-        v_rows: I64Array,
-        v_dots: F32Array,
-        k_rows: I64Array,
-        k_scores: F32Array,
-        top: float,
-        alpha: float,
-        want: int,
-        min_score: float | None,
-    ) -> tuple[I64Array, F64Array] | None:
-        """Score fusion of ``search``'s ``(v_rows, v_dots)`` and keyword ``(k_rows, k_scores)``
-        (BM25 scores, ``top`` the query's maximum), in one compiled call; ``None`` where
-        ``moss._kernels`` is not built.
-
-        The rows and cosines ``fusion.fuse_candidates`` returns for ``fusion="score"`` with the
-        theoretical normalisation, given ``clamped_cosines`` as its cosines and
-        ``k_scores / top`` as the keyword fractions, cut to the first ``want`` rows whose cosine
-        reaches ``min_score``: the same numbers (a property test compares them).
-        """
-        if _kernels is None:
-            return None
-        q = np.ascontiguousarray(q, dtype=np.float32)
-        qnorm = _query_norm(q)
-        out_rows = np.empty(want, dtype=np.int64)
-        out_cos = np.empty(want, dtype=np.float64)
-        with self._lock:
-            count = _kernels.fuse_score(
-                np.ascontiguousarray(v_rows, np.int64),
-                np.ascontiguousarray(v_dots, np.float32),
-                np.ascontiguousarray(k_rows, np.int64),
-                np.ascontiguousarray(k_scores, np.float32),
-                float(top),
-                self._mat,
-                self.dim,
-                self._norms,
-                q,
-                qnorm,
-                float(alpha),
-                int(want),
-                math.nan if min_score is None else float(min_score),
-                out_rows,
-                out_cos,
-            )
-        return out_rows[:count], out_cos[:count]
-
-    def dot(self, q: npt.ArrayLike, rows: npt.ArrayLike) -> F32Array:
-        """Exact inner products of ``q`` with live ``rows``, the same numbers ``search`` returns."""
-        qv = self._query(q)
-        with self._lock:
-            return self._dot64(qv, self._live_rows(rows))
-
-    def _dot64(self, q: F32Array, rows: I64Array) -> F32Array:
-        """float64 dot products rounded once to float32: order- and kernel-independent.
-
-        The compiled ``dot_rows`` sums in a fixed order of its own, BLAS in another; the float64
-        sums differ by a few units in the last place of a float64, and rounding to float32 makes
-        them the same number unless one lies within that of a float32 rounding boundary (about
-        one value in a million). One process always takes the same path.
-        """
-        if _kernels is not None:
-            got = np.empty(rows.size, dtype=np.float32)
-            _kernels.dot_rows(self._mat, self.dim, np.ascontiguousarray(rows, np.int64), q, got)
-            return got
-        out = np.empty(rows.size, dtype=np.float64)
-        q64 = q.astype(np.float64)
-        step = self._chunk
-        for s in range(0, rows.size, step):
-            np.dot(self._mat[rows[s : s + step]].astype(np.float64), q64, out=out[s : s + step])
-        return out.astype(np.float32)
 
     def search(
         self, q: npt.ArrayLike, k: int, allowed: npt.ArrayLike | None = None
@@ -1031,53 +316,6 @@ class VectorIndex:
         """
         ef = self._ef if self._ef is not None else _auto_ef(graph_rows) + depth
         return max(ef, count)
-
-    def _scan(
-        self,
-        q: F32Array,
-        k: int,
-        lo: int,
-        hi: int,
-        mask: BoolArray | None,
-        extra: I64Array | None,
-    ) -> I64Array:
-        """Exact shortlist over live (and allowed) rows in ``[lo, hi)`` plus ``extra`` rows.
-
-        float32 BLAS scores pick every row within a rounding margin of the k-th best, so the
-        float64 re-scoring in ``_finalise`` sees the exact top-k whatever BLAS rounded.
-        """
-        valid = self._live[lo:hi] if mask is None else mask[lo:hi]
-        step = self._chunk
-        n_valid = int(np.count_nonzero(valid))
-        if 4 * n_valid < hi - lo:  # sparse: gathering the valid rows beats scanning them all
-            rows = lo + np.flatnonzero(valid)
-            scores = np.empty(rows.size, dtype=np.float32)
-            for s in range(0, rows.size, step):
-                np.dot(self._mat[rows[s : s + step]], q, out=scores[s : s + step])
-        else:
-            scores = np.empty(hi - lo, dtype=np.float32)
-            for s in range(lo, hi, step):
-                e = min(hi, s + step)
-                np.dot(self._mat[s:e], q, out=scores[s - lo : e - lo])
-            rows = lo + np.flatnonzero(valid)
-            scores = scores[valid]
-        if extra is not None and extra.size:
-            rows = np.concatenate([rows, extra])
-            scores = np.concatenate([scores, self._mat[extra] @ q])
-        if rows.size <= k:
-            return rows.astype(np.int64, copy=False)
-        kth = float(np.partition(scores, rows.size - k)[rows.size - k])
-        margin = self.dim * 2.0**-22 * float(np.linalg.norm(q)) * max(self._max_norm, 1e-30)
-        return rows[scores >= kth - margin].astype(np.int64, copy=False)
-
-    def _finalise(self, q: F32Array, cand: I64Array, k: int) -> tuple[I64Array, F32Array]:
-        # Every candidate path yields distinct rows (graph rows and tail rows are disjoint), so a
-        # sort does what np.unique did at a third of the cost; sorted, the float64 products run
-        # over the same rows in the same order as before.
-        rows = np.sort(cand)
-        scores = self._dot64(q, rows)
-        order = np.argsort(-scores, kind="stable")[:k]  # stable on sorted rows: ties by row
-        return rows[order], scores[order]
 
     # ------------------------------------------------------------------ persistence
 
