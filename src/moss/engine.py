@@ -680,6 +680,36 @@ class Engine:
             self._columns = cols
         return self._columns
 
+    def keyword_scores(self, text: str, ids: Sequence[str]) -> list[float | None]:
+        """The keyword term of score fusion for each of ``ids``, as a query ``text`` would see it.
+
+        That is the document's BM25 score for ``text`` as a fraction of the best score the query
+        could reach (0 to 1, docs/fusion.md): 0.0 for a document that contains no query term, and
+        ``None`` for an id that is not in the index. The BM25 statistics are those of the index
+        now; the query's own ranking is unchanged (``QueryResultDocumentInfo.score`` stays the
+        cosine), so a caller can show both numbers of a hit.
+
+        Raises:
+            InvalidArgumentError: ``text`` is not a str or ``ids`` is not a list of strings.
+        """
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"query must be a str, not {type(text).__name__}")
+        if (
+            isinstance(ids, (str, bytes))
+            or not isinstance(ids, Sequence)
+            or not all(isinstance(i, str) for i in ids)
+        ):
+            raise InvalidArgumentError("ids must be a list of strings")
+        terms = analyze(text)
+        with self._lock:
+            row_of = self._row_of
+            rows = [row_of.get(i, -1) for i in ids]
+            if terms and rows:
+                frac = self.keyword_fraction(terms, self._bm25.scores_for(terms, rows)).tolist()
+            else:
+                frac = [0.0] * len(rows)
+        return [None if r < 0 else float(f) for r, f in zip(rows, frac)]
+
     def keyword_fraction(self, terms: list[str], k_scores: np.ndarray) -> np.ndarray:
         """BM25 scores as fractions of the query's maximum attainable score, in [0, 1)."""
         top = self._bm25.max_score(terms)

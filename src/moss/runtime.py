@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from .client import MossClient
     from .session import SessionIndex
 
-__all__ = ["MAX_PARALLEL_LOADS", "Runtime", "build_engine", "merge_results"]
+__all__ = ["MAX_PARALLEL_LOADS", "Runtime", "build_engine", "loaded_engine", "merge_results"]
 
 log = logging.getLogger(__name__)
 
@@ -475,6 +475,21 @@ def build_engine(data: SnapshotData, name: str) -> Engine:
     embedder = get_embedder(data.model_id)
     embedder.warm()
     return Engine.from_snapshot(data, embedder=embedder, name=name)
+
+
+def loaded_engine(client: MossClient, name: str) -> Engine:
+    """The engine of the index ``name`` loaded in ``client``: the copy its queries read now.
+
+    For in-process tools that need more than ``MossClient`` offers (the CLI's keyword scores, the
+    framework adapters' stored vectors); deliberately not a ``MossClient`` method. A refresh swaps
+    in a new engine, so call this again rather than keep the result.
+
+    Raises:
+        MossError: NOT_FOUND when ``name`` is not loaded (InvalidArgumentError for a bad name).
+        RuntimeError: the client is closed.
+    """
+    client._check_open()
+    return client._runtime._entry(name).engine
 
 
 def merge_results(parts: list[SearchResult], text: str, top_k: int, start: float) -> SearchResult:

@@ -7,8 +7,9 @@ score fusion, ranks with RRF), so a lower cosine can rank above a higher one, an
 ``--alpha 0`` the cosine is never computed (always 0). The table therefore shows the rank (``#``),
 ``cosine`` when ``alpha > 0`` and ``keyword`` when ``alpha < 1``: the document's BM25 score as a
 fraction of the best score the query could reach (the keyword term of the score fusion,
-docs/fusion.md). The library exposes no such number per hit, so :func:`keyword_scores` computes it
-from the loaded index without changing what the query returns.
+docs/fusion.md). A query's hits do not carry that number, so :func:`keyword_scores` asks the loaded
+index's engine for it afterwards (:meth:`moss.engine.Engine.keyword_scores`), which changes nothing
+the query returns.
 """
 
 from __future__ import annotations
@@ -51,18 +52,12 @@ def _parse_floats(text: str, what: str) -> list[float]:
 
 def keyword_scores(client: MossClient, name: str, text: str, ids: list[str]) -> list[float]:
     """BM25 of each id for ``text`` over the loaded index ``name``, as a fraction of the query's
-    maximum attainable BM25 (0 to 1; 0 when no query term occurs in the document)."""
-    from ..analysis import analyze
+    maximum attainable BM25 (0 to 1; 0 when no query term occurs in the document, or the id is
+    not in the index): :meth:`moss.engine.Engine.keyword_scores`."""
+    from ..runtime import loaded_engine
 
-    engine = client._runtime._entry(name).engine
-    terms = analyze(text)
-    if not terms or not ids:
-        return [0.0] * len(ids)
-    with engine._lock:
-        rows = [engine._row_of.get(i, -1) for i in ids]
-        raw = engine._bm25.scores_for(terms, rows)
-        frac = engine.keyword_fraction(terms, raw)
-    return [float(x) for x in frac]
+    scores = loaded_engine(client, name).keyword_scores(text, ids)
+    return [0.0 if s is None else s for s in scores]
 
 
 def _meta(metadata: dict[str, str] | None) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 from ..client import MossClient
 from ..engine import Engine
 from ..errors import InvalidArgumentError
+from ..runtime import loaded_engine
 from ..session import SessionIndex
 from ..types import DocumentInfo, GetDocumentsOptions, QueryOptions, SearchResult
 
@@ -70,8 +71,7 @@ class LoadedTarget:
         return self.engine().model_id
 
     def engine(self) -> Engine:
-        self.client._check_open()
-        return self.client._runtime._entry(self.name).engine  # current copy (refresh swaps it)
+        return loaded_engine(self.client, self.name)  # current copy (refresh swaps it)
 
     async def query(self, text: str, options: QueryOptions) -> SearchResult:
         return await self.client.query(self.name, text, options)
