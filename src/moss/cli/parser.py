@@ -315,6 +315,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds a client has to send a request's headers (default 10)",
     )
+    p.add_argument(
+        "--redirect-downloads",
+        action="store_true",
+        help="answer snapshot downloads with 307 to a presigned URL of the S3 blob (env "
+        "MOSS_REDIRECT_DOWNLOADS=1; clients must reach the object store); default: streamed "
+        "by the node",
+    )
+    p.add_argument(
+        "--redirect-expires-s",
+        type=float,
+        metavar="S",
+        help="lifetime of those presigned URLs in seconds (default 300, at most 604800)",
+    )
 
     p = leaf(
         sub,

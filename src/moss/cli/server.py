@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 SERVER_HINT = "pip install 'mosslite[server]'"
+_MAX_PRESIGN_S = 7 * 24 * 3600  # the longest a SigV4 presigned URL may live
 
 
 def _missing_extra(e: ImportError) -> MossError:
@@ -116,6 +117,11 @@ def serve(args: argparse.Namespace) -> int:
     for tls_file in (args.ssl_certfile, args.ssl_keyfile):
         if tls_file and not Path(tls_file).is_file():
             raise InvalidArgumentError(f"TLS file {tls_file!r} does not exist")
+    expires = args.redirect_expires_s
+    if expires is not None and not 1 <= expires <= _MAX_PRESIGN_S:
+        raise InvalidArgumentError(
+            f"--redirect-expires-s must be between 1 and {_MAX_PRESIGN_S} seconds (7 days)"
+        )
     server = _server_module(web=True)
     from ..server.limits import Limits, Quotas
 
@@ -123,6 +129,8 @@ def serve(args: argparse.Namespace) -> int:
         max_upload_bytes=args.max_upload_bytes,
         max_connections=args.max_connections,
         header_timeout_s=args.header_timeout,
+        redirect_downloads=1 if args.redirect_downloads else None,  # else MOSS_REDIRECT_DOWNLOADS
+        redirect_expires_s=expires,
     )
     quotas = Quotas.from_env(
         max_project_bytes=args.max_project_bytes,
