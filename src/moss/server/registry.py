@@ -89,5 +89,8 @@ def _drain_at_exit() -> None:
             while runner.is_alive():  # at most one embedding batch (or one commit) away
                 runner.join(0.05)
     finally:
-        if previous is not None:
+        # After a Ctrl-C the process is on its way out: a second one during the rest of the
+        # teardown is absorbed too (restoring the default handler let it end the process with a
+        # KeyboardInterrupt, exit -2). Without one, later exit handlers see Ctrl-C as usual.
+        if previous is not None and not interrupted.is_set():
             signal.signal(signal.SIGINT, previous)
