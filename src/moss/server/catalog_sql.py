@@ -103,6 +103,21 @@ class SqlCatalog(ProjectRows, OwnerRows, WebSourceRows):
             )
             return idx
 
+    def _still_running(self, cur: Cursor, job: JobRow) -> None:
+        """Lock ``job``'s row and refuse to commit it if it ended or changed hands meanwhile:
+        a worker that stalled past its lease finds its job failed by another node's recovery,
+        and its late commit must not turn that ``failed`` into ``completed``."""
+        row = cur.execute(
+            f"SELECT status, owner FROM jobs WHERE id = ?{self.FOR_UPDATE}", (job.id,)
+        ).fetchone()
+        if row is None or row[0] in TERMINAL or row[1] != job.owner:
+            state = "deleted" if row is None else str(row[0])
+            raise MossError(
+                f"job {job.id} is {state} (its worker's lease ran out before the commit); "
+                "the index was not changed",
+                code=CONFLICT,
+            )
+
     def _index_for_update(self, cur: Cursor, project_id: str, name: str) -> IndexRow | None:
         row = cur.execute(
             f"SELECT {INDEX_COLS} FROM indexes WHERE project_id = ? AND name = ?{self.FOR_UPDATE}",
@@ -131,6 +146,7 @@ class SqlCatalog(ProjectRows, OwnerRows, WebSourceRows):
         """
         now = utc_now()
         with self._tx() as cur:
+            self._still_running(cur, job)  # the job's row first, as fail_job locks it
             current = self._index_for_update(cur, job.project_id, job.index_name)
             old: str | None = None
             if job.kind == "push":

@@ -29,11 +29,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
 from ..engine import CUSTOM, Engine
-from ..errors import MossError
+from ..errors import NETWORK, MossError
 from ..snapshot import SnapshotData, pack
 from ..types import DocumentInfo
 from . import ingest_jobs
@@ -45,10 +46,12 @@ from .versions import Loaded, load_engine, model_version
 __all__ = ["JobRunner"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _EMBED_BATCH = 64
 _CACHE_SIZE = 4
 _MAINTENANCE_S = 2.0
+_OUTAGE_BACKOFF_MAX_S = 5.0  # retries while the catalog's database is unreachable
 Progress = Callable[[float, str], None]
 
 
@@ -115,13 +118,17 @@ class JobRunner:
             while True:
                 self._wake.clear()  # before looking for work: a later wake() is never lost
                 stop_now = self._stopping and not self._drain
-                job = None if stop_now else self._claim()
+                job = None if stop_now else self._through_outage("claiming a job", self._claim)
                 if job is not None:
                     self._execute(job)
                     idle_since = time.monotonic()
                     continue
                 # A cluster runner leaves queued jobs to the other workers when it stops.
-                unfinished = 0 if store.claim_any else store.catalog.count_unfinished(store.owner)
+                unfinished = 0
+                if not store.claim_any:
+                    unfinished = self._through_outage(
+                        "counting jobs", lambda: store.catalog.count_unfinished(store.owner)
+                    )
                 if self._stopping and (stop_now or unfinished == 0):
                     break
                 now = time.monotonic()
@@ -145,6 +152,21 @@ class JobRunner:
             with self._lock:
                 self._running = False
             store.runner_exited()
+
+    def _through_outage(self, what: str, call: Callable[[], T]) -> T:
+        """``call()``, retried with backoff while the catalog's database is unreachable
+        (``NETWORK``; PostgreSQL down or restarting) instead of letting the runner die with a
+        job still marked running, until :meth:`abort`. Other errors propagate."""
+        delay = 0.1
+        while True:
+            try:
+                return call()
+            except MossError as e:
+                if e.code != NETWORK or self._aborting:
+                    raise
+                log.warning("moss catalog unreachable while %s (%s); retrying", what, e.message)
+            time.sleep(delay)
+            delay = min(delay * 2, _OUTAGE_BACKOFF_MAX_S)
 
     def _claim(self) -> JobRow | None:
         store = self.store
@@ -231,7 +253,10 @@ class JobRunner:
     def _fail(self, job: JobRow, message: str) -> None:
         if job.index_id is not None:
             self._cache.pop(job.index_id, None)
-        self.store.catalog.fail_job(job.id, message)
+        # Often the very outage that failed the job: wait for the database, or the job would
+        # stay "building" under a live lease forever, holding back its index's later jobs. A
+        # commit that did land before the connection broke leaves fail_job a no-op.
+        self._through_outage("failing a job", lambda: self.store.catalog.fail_job(job.id, message))
 
     def _commit(
         self,
