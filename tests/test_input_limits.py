@@ -5,7 +5,9 @@ naming the limit, nothing stored — while in-process sessions stay uncapped. Re
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import random
 import re
 from collections.abc import Iterator
@@ -19,7 +21,13 @@ import pytest
 from moss import DocumentInfo, MossClient
 from moss.cloud.wire import encode_batch
 from moss.errors import InvalidArgumentError
-from moss.input_limits import InputLimitError, InputLimits, count_json_values, enforced
+from moss.input_limits import (
+    UPLOAD_BYTES_PER_VALUE,
+    InputLimitError,
+    InputLimits,
+    count_json_values,
+    enforced,
+)
 from moss.server.limits import Limits
 from moss.server.testing import ThreadedServer
 from moss.snapshot import SnapshotData, pack, unpack
@@ -211,3 +219,29 @@ async def test_a_cache_path_with_an_over_long_name_is_the_callers_error(tmp_path
         await session.save_to_disk(str(tmp_path / ("n" * 300)))
     await session.save_to_disk(str(tmp_path / "fine"))
     assert (tmp_path / "fine").is_dir()
+
+
+def test_a_large_upload_may_hold_more_json_values(server: ThreadedServer) -> None:
+    """The value cap grows with the upload (one value per 16 bytes received), so a big index
+    can be pushed; the small body of _push(200), with as many values, is still refused."""
+    n = 200
+    payloads = [base64.b64encode(os.urandom(450)).decode() for _ in range(n)]  # incompressible
+    body = pack(
+        SnapshotData(
+            model_id="custom",
+            dimension=4,
+            ids=[f"d{i}" for i in range(n)],
+            texts=["t"] * n,
+            metadata=[None] * n,
+            payloads=payloads,
+            vectors=np.ones((n, 4), np.float32),
+        )
+    )
+    assert len(body) // UPLOAD_BYTES_PER_VALUE > 4 * n > SMALL["max_json_values"]
+    h = _headers(server)
+    r = httpx.put(f"{server.url}/v1/indexes/big-push/snapshot", content=body, headers=h)
+    assert r.status_code == 200, r.text
+    job = httpx.get(f"{server.url}/v1/jobs/{r.json()['job_id']}?wait=20", headers=h).json()
+    assert job["status"] == "completed", job
+    r = httpx.put(f"{server.url}/v1/indexes/small-push/snapshot", content=_push(n), headers=h)
+    assert r.status_code == 413 and r.json()["error"]["detail"] == "max_json_values"

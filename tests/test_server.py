@@ -476,3 +476,30 @@ def test_versions_are_stored_with_every_row_in_the_graph(tmp_path: Path) -> None
             backend.close()
     in_graph = np.asarray(data.arrays["vec/graph_key_row"]) >= 0
     assert int(in_graph.sum()) == n
+
+
+def test_a_pushed_index_is_stored_folded(tmp_path: Path) -> None:
+    """A snapshot pushed before its producer folded its vectors into the graph is stored with
+    every row in the graph, and with exactly the pushed documents and vectors."""
+    from moss.engine import Engine
+
+    n = 5000
+    vecs = np.random.default_rng(4).standard_normal((n, DIM)).astype(np.float32)
+    engine = Engine("custom", DIM)
+    engine.add_documents([DocumentInfo(str(i), f"text {i}", None, vecs[i]) for i in range(n)])
+    pushed = engine.to_snapshot()  # at once: most rows still in the exact tail
+    in_graph = np.asarray(pushed.arrays["vec/graph_key_row"]) >= 0
+    assert int(in_graph.sum()) < n
+    with ThreadedServer(tmp_path / "srv") as srv:
+        backend = HttpBackend(srv.url, *srv.project)
+        try:
+            job = backend.push("big", pack(pushed))
+            assert backend.get_job(job.job_id, 60).status.status.value == "completed"
+            _, blob = backend.download("big")
+            stored = unpack(bytes(blob))
+        finally:
+            backend.close()
+    assert int((np.asarray(stored.arrays["vec/graph_key_row"]) >= 0).sum()) == n
+    assert stored.ids == pushed.ids and stored.texts == pushed.texts
+    assert stored.vectors is not None and pushed.vectors is not None
+    assert np.array_equal(stored.vectors, pushed.vectors)

@@ -361,11 +361,13 @@ class Engine:
         )
         self._flusher.start()
 
-    def wait_for_background_work(self) -> None:
-        """Block until pending vectors are folded into the graph (benchmarks, tests)."""
+    def wait_for_background_work(self) -> bool:
+        """Block until pending vectors are folded into the graph. True when a background fold
+        ran since this engine was made: its snapshot now differs from the one it came from."""
         t = self._flusher
         if t is not None:
             t.join()
+        return t is not None
 
     # ------------------------------------------------------------------ query
 

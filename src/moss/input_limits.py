@@ -30,7 +30,7 @@ import contextlib
 import re
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import InvalidArgumentError
@@ -43,6 +43,7 @@ __all__ = [
     "check_json",
     "count_json_values",
     "enforced",
+    "for_upload",
 ]
 
 
@@ -62,6 +63,26 @@ class InputLimits:
     max_embedding_dim: int | None = 16_384
     max_doc_text_bytes: int | None = 16 << 20
     max_batch_text_bytes: int | None = 1 << 30
+
+
+UPLOAD_BYTES_PER_VALUE = 16
+"""An upload may hold one JSON value per this many bytes sent, when that exceeds
+``max_json_values``: parsing then costs at most ~3x the bytes the client sent."""
+
+
+def for_upload(limits: InputLimits, upload_bytes: int) -> InputLimits:
+    """``limits`` for an upload (container) of ``upload_bytes``: its ``docs.json`` may hold
+    ``max(max_json_values, upload_bytes // 16)`` values.
+
+    A fixed count would refuse a legitimate big index (a 1M-document push with one metadata key
+    has ~8M values in 272 MB), while what the count guards against is amplification: a small
+    compressed body that parses into gigabytes. Scaling with the bytes actually received keeps
+    parse memory proportional to them (~50 bytes per value, so ~3x the upload).
+    """
+    if limits.max_json_values is None:
+        return limits
+    scaled = max(limits.max_json_values, upload_bytes // UPLOAD_BYTES_PER_VALUE)
+    return replace(limits, max_json_values=scaled)
 
 
 _ACTIVE: ContextVar[InputLimits | None] = ContextVar("moss_input_limits", default=None)

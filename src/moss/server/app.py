@@ -86,7 +86,7 @@ from ..errors import (
     InvalidArgumentError,
     MossError,
 )
-from ..input_limits import check_json, enforced
+from ..input_limits import check_json, enforced, for_upload
 from ..sources import CONFLICT
 from ..types import GetDocumentsOptions, validate_index_name
 from .auth import FailureThrottle
@@ -234,7 +234,11 @@ def create_app(
         return obj
 
     def finish_limited(job: JobRow) -> JobRow:
-        with enforced(input_limits):  # the decoders below check the upload's sizes
+        try:
+            size = store.blobs.size(f"uploads/{job.id}")
+        except (KeyError, OSError, MossError):  # no upload: store.finish fails the job
+            size = 0
+        with enforced(for_upload(input_limits, size)):  # the decoders below check its sizes
             return store.finish(job)
 
     async def finish(job: JobRow) -> JobRow:

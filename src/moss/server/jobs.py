@@ -335,7 +335,13 @@ class JobRunner:
         engine, data = load_engine(self.store.blobs.read(job.input_key))  # full validation
         progress(60, "building_index")
         new = Loaded(None, engine, data.model_id, data.model)
-        self._commit(job, progress, None, new, blob_from=job.input_key)
+        if engine.wait_for_background_work():
+            # The uploader had not yet folded all its vectors into the graph (a session pushed
+            # right after its adds): store the folded index once, rather than have every loader
+            # fold them again.
+            self._commit(job, progress, None, new, snapshot=self._snapshot(job, new))
+        else:
+            self._commit(job, progress, None, new, blob_from=job.input_key)
 
     def _delete(self, job: JobRow, progress: Progress) -> None:
         assert job.input_key is not None
