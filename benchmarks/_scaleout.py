@@ -19,7 +19,7 @@ Measurements (each deployment): push of a 10k session, load of a 100k index thro
 node, server-side query latency on that 100k index (first query, which loads it into the node's
 query cache, then p50/p95 of warm ones), a ``--big-docs`` (1M) custom-vector index of dimension
 ``--big-dim`` pushed and then loaded, and jobs/s for ``--jobs`` small ``add_docs`` jobs spread
-over 8 indexes (cluster: with 1 worker, then with 2).
+over 8 indexes (cluster: queued first, then drained by 1 worker, then by 2).
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,18 @@ MOTO_KEYS = {
 
 
 # ------------------------------------------------------------------------------ services
+
+
+SERVICE_PIDS: dict[str, int] = {}  # started services' processes, for CPU accounting
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
@@ -82,6 +96,7 @@ def s3_store(store: str) -> Iterator[str]:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("moto's server did not start") from None
                 time.sleep(0.1)
+        SERVICE_PIDS["moto"] = proc.pid
         os.environ.update(MOTO_KEYS)
         os.environ["MOSS_S3_ENDPOINT_URL"] = endpoint
         bucket = f"moss-bench-{secrets.token_hex(4)}"
@@ -140,6 +155,12 @@ class Deployment:
 
     def add_worker(self) -> None:
         self._add("worker")
+
+    def stop_workers(self) -> None:
+        """Stop every worker (SIGTERM: each finishes its job and drops its lease)."""
+        for node in [n for n in self.nodes if n.role == "worker"]:
+            node.stop()
+            self.nodes.remove(node)
 
     @property
     def workers(self) -> int:
@@ -218,46 +239,68 @@ def server_query(
     }
 
 
+def _completed_at(backend: HttpBackend, job_id: str) -> float:
+    stamp = backend.get_job(job_id).status.completed_at
+    assert stamp is not None
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
 def jobs_per_s(
-    d: Deployment, jobs: int, dim: int, load: Callable[[], list[float]]
+    d: Deployment,
+    jobs: int,
+    dim: int,
+    load: Callable[[], list[float]],
+    start_workers: int = 0,
 ) -> dict[str, Any]:
-    """``jobs`` add_docs jobs of 50 custom-vector docs over 8 fresh indexes, all submitted at once."""
+    """8 ``create`` jobs and ``jobs`` ``add_docs`` jobs of 50 custom-vector docs on 8 indexes.
+
+    ``start_workers`` (a cluster with no worker running): everything is queued first, then that
+    many workers start, so the rate is the workers' own, not the submissions'. The rate counts
+    completions from the first to the last (``completed_at``), leaving out process start-up.
+    """
     tag = secrets.token_hex(3)
     rng = np.random.default_rng(11)
     up = HttpBackend(d.upload_url, *d.project)
     down = HttpBackend(d.read_url, *d.project)
     names = [f"jobs-{tag}-{i}" for i in range(8)]
     try:
-        seed = rng.standard_normal((1, dim)).astype(np.float32)
-        created = [
-            up.create_index(n, "custom", encode_batch([DocumentInfo("s", "seed")], "custom", seed))
-            for n in names
-        ]
-        _wait_all(down, [r.job_id for r in created])
         batches = []
-        for j in range(jobs):
+        for j in range(len(names) + jobs):
             vecs = rng.standard_normal((50, dim)).astype(np.float32)
             docs = [DocumentInfo(f"{j}-{i}", f"job {j} doc {i} w0001", None) for i in range(50)]
             batches.append((names[j % len(names)], encode_batch(docs, "custom", vecs)))
         before = load()
+        cpu0 = {n: cpu_seconds(pid) for n, pid in SERVICE_PIDS.items()}
         start = time.perf_counter()
-        ids = [up.add_docs(name, batch).job_id for name, batch in batches]
+        ids = [up.create_index(n, "custom", b).job_id for n, b in batches[: len(names)]]
+        ids += [up.add_docs(n, b).job_id for n, b in batches[len(names) :]]
         submitted = time.perf_counter() - start
+        if start_workers:
+            threads = [threading.Thread(target=d.add_worker) for _ in range(start_workers)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
         _wait_all(down, ids)
         elapsed = time.perf_counter() - start
+        cpu = {n: round(cpu_seconds(pid) - cpu0[n], 2) for n, pid in SERVICE_PIDS.items()}
+        done = sorted(_completed_at(down, i) for i in ids)
         counts = [down.get_index(n).doc_count for n in names]
-        assert sum(counts) == 8 + 50 * jobs, counts
+        assert sum(counts) == 50 * (len(names) + jobs), counts
         for n in names:
             up.delete_index(n)
     finally:
         up.close()
         down.close()
+    spread = max(done[-1] - done[0], 1e-3)
     return {
-        "jobs": jobs,
+        "jobs": len(ids),
         "workers": d.workers,
+        "queued_first": bool(start_workers),
         "submit_s": round(submitted, 2),
         "elapsed_s": round(elapsed, 2),
-        "jobs_per_s": round(jobs / elapsed, 2),
+        "jobs_per_s": round((len(ids) - 1) / spread, 1),
+        "service_cpu_s": cpu,  # CPU the S3 test server spent meanwhile (a bottleneck on moto)
         "loadavg": [before, load()],
     }
 
@@ -278,11 +321,10 @@ def measure(
         "push_docs": args.push_docs,
         "load_docs": args.load_docs,
     }
-    if d.cluster:
-        d.add_worker()
-        out["jobs_1_worker"] = jobs_per_s(d, args.jobs, args.dim, load)
-        d.add_worker()
-        out["jobs_2_workers"] = jobs_per_s(d, args.jobs, args.dim, load)
+    if d.cluster:  # queued while no worker runs, then 1 (2) workers drain them
+        out["jobs_1_worker"] = jobs_per_s(d, args.jobs, args.dim, load, start_workers=1)
+        d.stop_workers()
+        out["jobs_2_workers"] = jobs_per_s(d, args.jobs, args.dim, load, start_workers=2)
     else:
         out["jobs_1_worker"] = jobs_per_s(d, args.jobs, args.dim, load)
     out["workers"] = d.workers
