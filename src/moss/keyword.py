@@ -43,7 +43,7 @@ try:  # the compiled scoring loop (src/moss/_kernels.c), built by setup.py where
 except ImportError:  # pragma: no cover - a build without a C compiler: numpy does the same sums
     _kernels = None  # type: ignore[assignment]
 
-__all__ = ["KERNEL", "BM25Index"]
+__all__ = ["BM25Index", "KERNEL"]
 
 #: Which exhaustive scoring loop ``BM25Index.search`` runs: ``"c"`` (moss._kernels) or ``"numpy"``.
 KERNEL = "numpy" if _kernels is None else "c"
