@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-import moss.runtime as runtime
+import moss.multi_query as multi_query
 from moss import DocumentInfo, MossClient, QueryOptions, SessionIndex
 from moss.engine import Engine, validate_query_options
 
@@ -111,21 +111,21 @@ def test_multi_index_ignores_a_keyword_prefetch_made_before_a_write() -> None:
     engines = [s.engine for s in sessions]
     targets = [(s.name, s.engine) for s in sessions]
     plan = validate_query_options(QueryOptions(top_k=5, alpha=0.5), 384, default_top_k=10)
-    terms, pres = runtime._prefetch_all(engines, plan, "zebra quartz")
+    terms, pres = multi_query._prefetch_all(engines, plan, "zebra quartz")
     assert set(pres) == {id(e) for e in engines}
     engines[1].add_documents([DocumentInfo("new", "zebra quartz zebra quartz", None)])
     q = engines[0].embedder.embed_query("zebra quartz")  # type: ignore[union-attr]
     with engines[0]._lock, engines[1]._lock:
-        stale = runtime._search_many(targets, plan, q, terms, pres)
-        fresh = runtime._search_many(targets, plan, q, terms)
+        stale = multi_query._search_many(targets, plan, q, terms, pres)
+        fresh = multi_query._search_many(targets, plan, q, terms)
         assert [(d.id, d.score) for d in stale] == [(d.id, d.score) for d in fresh]
         assert "new" in [d.id for d in fresh]
         # Control: a prefetch of the current version is used as it is (here, one without K rows).
-        _, current = runtime._prefetch_all(engines, plan, "zebra quartz")
+        _, current = multi_query._prefetch_all(engines, plan, "zebra quartz")
         e1 = id(engines[1])
         current[e1] = dataclasses.replace(
             current[e1], k_rows=np.zeros(0, np.int64), k_scores=np.zeros(0, np.float32)
         )
-        doctored = runtime._search_many(targets, plan, q, terms, current)
+        doctored = multi_query._search_many(targets, plan, q, terms, current)
         assert [d.id for d in doctored] != [d.id for d in fresh]
     asyncio.run(c.close())
