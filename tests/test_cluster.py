@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,25 @@ def test_cluster_two_api_two_workers_congruent(
     sent = [sum(t.sent.get(p, 0) for t in transports) for p in ports]
     print(f"requests per API node: {sent}")
     assert min(sent) > 10 and abs(sent[0] - sent[1]) <= len(transports)  # both really served
+
+
+def test_the_orphan_sweep_runs_once_per_period(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster node lists its blobs for orphans once per MOSS_ORPHAN_SWEEP_S, not on every
+    2-second maintenance pass (a listing of the whole bucket each time)."""
+    from moss.server import Store
+
+    monkeypatch.setenv("MOSS_ORPHAN_AGE_S", "0")
+    monkeypatch.setenv("MOSS_ORPHAN_SWEEP_S", "1.5")
+    store = Store(tmp_path / "node", catalog=postgres_url, run_jobs=False)
+    try:
+        assert store.cluster and store.orphan_sweep_s == 1.5
+        store.blobs.put("versions/orphan", b"written, never registered")
+        store.maintenance()
+        assert store.blobs.keys("versions") == ["versions/orphan"]  # not due yet
+        time.sleep(1.6)
+        store.maintenance()
+        assert store.blobs.keys("versions") == []
+    finally:
+        store.close()

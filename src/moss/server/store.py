@@ -30,8 +30,8 @@ server; ``root`` is then only a node-local cache and scratch directory. Three th
   ``worker`` nodes run any node's queued jobs (claimed with ``any_owner=True``), ``all`` does
   both; the catalog's ``listen`` wakes runners and ``wait_job`` long-polls across nodes;
 * garbage collection deletes a superseded version only ``gc_grace_s`` after it was superseded
-  (a reader on another node may still be downloading it), and the orphan sweep only touches
-  blobs older than ``orphan_age_s``.
+  (a reader on another node may still be downloading it), and the orphan sweep (every
+  ``orphan_sweep_s``) only touches blobs older than ``orphan_age_s``.
 
 The timings' defaults are in :mod:`moss.server.cluster`.
 
@@ -220,6 +220,8 @@ class Store:
             self.heartbeat_s = max(0.05, self.lease_ttl_s / 5)
         self.gc_grace_s = setting("gc_grace_s", gc_grace_s, self.cluster)
         self.orphan_age_s = setting("orphan_age_s", orphan_age_s, self.cluster)
+        self.orphan_sweep_s = setting("orphan_sweep_s", None, self.cluster)
+        self._last_sweep = time.monotonic()  # the store sweeps as it opens
         self.blobs: BlobStore = (
             open_blob_store(blobs, self.root / "cache")
             if blobs
@@ -277,7 +279,10 @@ class Store:
         the web crawls that fell due (each step runs even if an earlier one failed)."""
         try:
             self.recover()
-            self.collect(orphans=True)
+            sweep = time.monotonic() - self._last_sweep >= self.orphan_sweep_s
+            if sweep:
+                self._last_sweep = time.monotonic()
+            self.collect(orphans=sweep)
         finally:
             self.web.enqueue_due()
 
