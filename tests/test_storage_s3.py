@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import os
 import socket
 import threading
 import time
@@ -416,3 +417,21 @@ def test_redirect_target_never_sees_moss_credentials(tmp_path: Path) -> None:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_a_restarted_node_removes_stale_upload_spool_files(s3_url: str, tmp_path: Path) -> None:
+    """A node killed mid-upload leaves its spooled body behind; the next start removes it once
+    it is 10 minutes old (a younger one may belong to a process still uploading)."""
+    first = _s3(s3_url, tmp_path / "node")
+    first.close()
+    spool = tmp_path / "node" / "spool"
+    stale, fresh = spool / "up-killed", spool / "up-running"
+    for p in (stale, fresh):
+        p.write_bytes(b"half an upload")
+    old = time.time() - 700
+    os.utime(stale, (old, old))
+    again = _s3(s3_url, tmp_path / "node")
+    try:
+        assert sorted(p.name for p in spool.iterdir()) == ["up-running"]
+    finally:
+        again.close()

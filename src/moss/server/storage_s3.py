@@ -454,6 +454,10 @@ class S3BlobStore:
                             p.unlink()
                     continue
                 found.append((st.st_atime, f"{folder.name}/{p.name}", st.st_size))
+        for p in self._spool.iterdir():  # uploads of a process killed mid-request
+            with contextlib.suppress(OSError):
+                if p.stat().st_mtime < time.time() - 600:
+                    p.unlink()
         for _, key, size in sorted(found):
             self._lru[key] = size
             self._cached += size
