@@ -12,7 +12,17 @@ embedded cloud.
   versions; :mod:`moss.server.inputs` checks submissions;
 * :mod:`moss.server.store` — the engine tying them together (used in process by the embedded
   backend, and over HTTP by :mod:`moss.server.app`); :mod:`moss.server.owners` and
-  :mod:`moss.server.cluster` — which processes are alive (file locks, or leases), node roles.
+  :mod:`moss.server.cluster` — which processes are alive (file locks, or leases), node roles;
+  :mod:`moss.server.views` — the public view of its index and job rows;
+* :mod:`moss.server.queries` — queries on stored indexes (a bounded cache of loaded versions);
+* :mod:`moss.server.auth` — project keys (HMAC digests), the server secret, failed-auth
+  throttling; :mod:`moss.server.projects` — create, rotate, revoke;
+* :mod:`moss.server.limits` — quotas, request limits, connection timeouts (docs/security.md);
+  :mod:`moss.server.bodies` — reading request input under those limits;
+* :mod:`moss.server.app` — the HTTP API; :mod:`moss.server.http_errors` — its error mapping;
+  :mod:`moss.server.web_routes` — its web-source endpoints; :mod:`moss.server.openapi` — its
+  OpenAPI document (from :mod:`~moss.server.openapi_schemas` and
+  :mod:`~moss.server.openapi_paths`).
 
 Dependencies point one way: ``store`` → ``jobs`` → ``ingest_jobs`` → ``runtime_types`` (the
 narrow view of the store the runner gets), never back.
@@ -21,14 +31,6 @@ narrow view of the store the runner gets), never back.
 jobs; ``"api"`` serves the API only; ``"worker"`` runs jobs only and opens no port (it has no
 HTTP API at all, not even a health check: a worker is healthy while its lease in the catalog is
 renewed). The last two need a shared catalog (``catalog="postgresql://..."``).
-* :mod:`moss.server.auth` — project keys (HMAC digests), the server secret, failed-auth
-  throttling; :mod:`moss.server.projects` — create, rotate, revoke;
-* :mod:`moss.server.limits` — quotas, request limits, connection timeouts (docs/security.md);
-  :mod:`moss.server.bodies` — reading request input under those limits.
-* :mod:`moss.server.app` — the HTTP API; :mod:`moss.server.http_errors` — its error mapping;
-  :mod:`moss.server.web_routes` — its web-source endpoints; :mod:`moss.server.openapi` — its
-  OpenAPI document (from :mod:`~moss.server.openapi_schemas` and
-  :mod:`~moss.server.openapi_paths`).
 """
 
 from __future__ import annotations

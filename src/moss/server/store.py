@@ -67,10 +67,6 @@ from ..types import (
     DocumentInfo,
     GetDocumentsOptions,
     IndexInfo,
-    JobPhase,
-    JobStatus,
-    JobStatusResponse,
-    ModelRef,
     validate_index_name,
 )
 from .auth import (
@@ -91,6 +87,7 @@ from .owners import Lease, OwnerLock, owner_alive
 from .projects import CATALOG_FILE, create_project, revoke_key, rotate_key
 from .storage import BlobStore, FileBlobStore, open_blob_store
 from .versions import load_engine
+from .views import VERSION_PREFIX, index_info, job_status
 from .websources import WebSources
 
 __all__ = [
@@ -110,7 +107,6 @@ log = logging.getLogger(__name__)
 KINDS = ("create", "add", "delete", "push", "files", "crawl", "purge")
 EMBEDDED_IDLE_EXIT_S = 5.0
 _INTERRUPTED = "the job was interrupted: the process running it stopped before it finished"
-_VERSION_PREFIX = "versions/"
 # ------------------------------------------------------------------------------ the store
 
 
@@ -395,10 +391,10 @@ class Store:
         return row
 
     def get_index(self, project_id: str, name: str) -> IndexInfo:
-        return _info(self._row(project_id, name))
+        return index_info(self._row(project_id, name))
 
     def list_indexes(self, project_id: str) -> list[IndexInfo]:
-        return [_info(r) for r in self.catalog.list_indexes(project_id)]
+        return [index_info(r) for r in self.catalog.list_indexes(project_id)]
 
     def delete_index(self, project_id: str, name: str) -> bool:
         validate_index_name(name)
@@ -421,7 +417,7 @@ class Store:
             row = self._row(project_id, name)
             if row.version is None:
                 raise MossError(f"index {name!r} has no completed version yet", code=NOT_FOUND)
-            version = row.version[len(_VERSION_PREFIX) :]
+            version = row.version[len(VERSION_PREFIX) :]
             if if_version is not None and if_version == version:
                 return version, None, 0
             try:
@@ -447,7 +443,7 @@ class Store:
             row = self._row(project_id, name)
             if row.version is None:
                 raise MossError(f"index {name!r} has no completed version yet", code=NOT_FOUND)
-            version = row.version[len(_VERSION_PREFIX) :]
+            version = row.version[len(VERSION_PREFIX) :]
             if if_version is not None and if_version == version:
                 return version, None
             try:
@@ -471,7 +467,7 @@ class Store:
         if row.version is None:
             return "", []
         engine = self._reader(row.version)
-        return row.version[len(_VERSION_PREFIX) :], engine.get_documents(options)
+        return row.version[len(VERSION_PREFIX) :], engine.get_documents(options)
 
     def _reader(self, key: str) -> Any:
         """A read-only engine of one immutable version (small LRU, never mutated)."""
@@ -576,31 +572,3 @@ class Store:
                 if self._generation == seen:
                     cap = 1.0 if self.cluster or job.owner == self.owner else 0.1
                     self._changed.wait(min(left, cap))
-
-
-def _info(row: IndexRow) -> IndexInfo:
-    version = row.version[len(_VERSION_PREFIX) :] if row.version is not None else ""
-    return IndexInfo(
-        id=row.id,
-        name=row.name,
-        version=version,
-        status=row.status,
-        doc_count=row.doc_count,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        model=ModelRef(row.model_id, row.model_version),
-    )
-
-
-def job_status(job: JobRow) -> JobStatusResponse:
-    """The public view of a job row."""
-    return JobStatusResponse(
-        job_id=job.id,
-        status=JobStatus(job.status),
-        progress=float(job.progress),
-        current_phase=JobPhase(job.phase) if job.phase else None,
-        error=job.error,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
-        completed_at=job.completed_at,
-    )
