@@ -95,6 +95,21 @@ def wait_phase(url: str, headers: dict[str, str], job_id: str, progress: float) 
     raise AssertionError(f"job {job_id} never reached {progress}%")
 
 
+def wait_end(url: str, headers: dict[str, str], job_id: str) -> tuple[dict[str, Any], int]:
+    """Poll a job through a database outage until it ends: (the job, failed status reads)."""
+    deadline, errors = time.monotonic() + 60, 0
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers, timeout=10)
+        except httpx.HTTPError:
+            r = None
+        if r is not None and r.status_code == 200 and r.json()["status"] in ("completed", "failed"):
+            return dict(r.json()), errors
+        errors += r is None or r.status_code != 200
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never ended after the database came back")
+
+
 def batch(items: list[DocumentInfo]) -> bytes:
     vectors = np.asarray([d.embedding for d in items], np.float32)
     return encode_batch(items, "custom", vectors)
@@ -241,18 +256,7 @@ def test_postgres_restart_during_a_job(cluster: Cluster, pg_server: Any) -> None
     job_id = submit_add(api.url, cluster.headers(), docs(3, 100))
     wait_phase(api.url, cluster.headers(), job_id, 95)  # inside the commit delay
     restart_postgres(pg_server)
-    deadline, job, errors = time.monotonic() + 60, None, 0
-    while time.monotonic() < deadline:  # the API node reconnects by itself
-        try:
-            r = httpx.get(f"{api.url}/v1/jobs/{job_id}", headers=cluster.headers(), timeout=10)
-        except httpx.HTTPError:
-            r = None
-        if r is not None and r.status_code == 200 and r.json()["status"] in ("completed", "failed"):
-            job = r.json()
-            break
-        errors += r is None or r.status_code != 200
-        time.sleep(0.2)
-    assert job is not None, "the job never finished after the restart"
+    job, errors = wait_end(api.url, cluster.headers(), job_id)  # the API node reconnects
     count = asyncio.run(c.get_index("kb")).doc_count
     stored = asyncio.run(c.get_docs("kb"))
     assert count == len(stored) == (7 if job["status"] == "completed" else 4)  # old or new
@@ -282,17 +286,7 @@ def test_postgres_outage_at_the_commit(cluster: Cluster, pg_server: Any) -> None
         time.sleep(4)  # the commit meets the outage, and so does failing the job
     finally:
         start_postgres(pg_server)
-    deadline, job = time.monotonic() + 60, None
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.get(f"{api.url}/v1/jobs/{job_id}", headers=cluster.headers(), timeout=10)
-        except httpx.HTTPError:
-            r = None
-        if r is not None and r.status_code == 200 and r.json()["status"] in ("completed", "failed"):
-            job = r.json()
-            break
-        time.sleep(0.2)
-    assert job is not None, "the job never ended after the database came back"
+    job, _ = wait_end(api.url, cluster.headers(), job_id)
     count = asyncio.run(c.get_index("kb")).doc_count
     assert count == len(asyncio.run(c.get_docs("kb"))) == (7 if job["status"] == "completed" else 4)
     asyncio.run(c.add_docs("kb", [DocumentInfo("after", "after the outage", None, vec(9))]))

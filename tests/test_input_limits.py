@@ -131,7 +131,7 @@ def _batch(n: int, *, keys: int = 1, text: int = 10, dim: int = 4) -> bytes:
     return encode_batch(docs, "custom", vecs)
 
 
-def _push(n: int) -> bytes:
+def _push(n: int, payloads: list[str | None] | None = None) -> bytes:
     return pack(
         SnapshotData(
             model_id="custom",
@@ -139,7 +139,7 @@ def _push(n: int) -> bytes:
             ids=[f"d{i}" for i in range(n)],
             texts=["t"] * n,
             metadata=[None] * n,
-            payloads=[None] * n,
+            payloads=payloads or [None] * n,
             vectors=np.ones((n, 4), np.float32),
         )
     )
@@ -225,18 +225,8 @@ def test_a_large_upload_may_hold_more_json_values(server: ThreadedServer) -> Non
     """The value cap grows with the upload (one value per 16 bytes received), so a big index
     can be pushed; the small body of _push(200), with as many values, is still refused."""
     n = 200
-    payloads = [base64.b64encode(os.urandom(450)).decode() for _ in range(n)]  # incompressible
-    body = pack(
-        SnapshotData(
-            model_id="custom",
-            dimension=4,
-            ids=[f"d{i}" for i in range(n)],
-            texts=["t"] * n,
-            metadata=[None] * n,
-            payloads=payloads,
-            vectors=np.ones((n, 4), np.float32),
-        )
-    )
+    payloads: list[str | None] = [base64.b64encode(os.urandom(450)).decode() for _ in range(n)]
+    body = _push(n, payloads)  # payloads incompressible: a big upload
     assert len(body) // UPLOAD_BYTES_PER_VALUE > 4 * n > SMALL["max_json_values"]
     h = _headers(server)
     r = httpx.put(f"{server.url}/v1/indexes/big-push/snapshot", content=body, headers=h)
