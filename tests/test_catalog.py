@@ -378,6 +378,48 @@ def test_concurrent_workers_claim_each_job_once_in_index_order(postgres_url: str
         assert order == sorted(order), index
 
 
+def test_each_due_web_refresh_is_claimed_by_one_node(postgres_url: str) -> None:
+    """Every worker's maintenance pass looks for due web sources; 6 nodes racing for 20 due
+    sources (each node its own catalog connection) must queue each crawl exactly once."""
+    setup = open_catalog(postgres_url)
+    due = "2000-01-01T00:00:00.000Z"
+    for i in range(20):
+        values = {
+            "id": f"ws_{i}",
+            "project_id": "p",
+            "index_name": f"kb{i}",
+            "root_url": f"https://{i}.example/",
+            "settings": '{"refresh_cadence": "daily"}',
+            "next_refresh_at": due,
+            "created_at": due,
+        }
+        assert setup.add_web_source(values, 5) == "created"
+    setup.close()
+    won: list[tuple[int, str]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def node(n: int) -> None:
+        cat = open_catalog(postgres_url)
+        try:
+            start.wait()
+            for i in range(20):
+                if cat.claim_web_refresh(f"ws_{i}", due, "2030-01-01T00:00:00.000Z"):
+                    won.append((n, f"ws_{i}"))
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            cat.close()
+
+    threads = [threading.Thread(target=node, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert sorted(sid for _, sid in won) == sorted(f"ws_{i}" for i in range(20))  # each once
+
+
 def test_concurrent_first_opens_migrate_once(postgres_url: str) -> None:
     results: list[object] = []
 
