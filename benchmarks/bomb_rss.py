@@ -55,7 +55,7 @@ import numpy as np
 
 import _machine
 import moss
-from moss.input_limits import InputLimits
+from moss.input_limits import UPLOAD_BYTES_PER_VALUE, InputLimits
 from moss.server.limits import Limits
 from moss.server.testing import ServerProcess
 from moss.snapshot import INFLATE_FLOOR, INFLATE_RATIO, SnapshotData, pack
@@ -139,14 +139,16 @@ def vm_hwm_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
-def json_bomb(pattern: bytes, body_bytes: int = 2_000_000) -> bytes:
-    """A valid container whose ``docs.json`` repeats ``pattern`` up to the inflation cap
-    (a random string of ~``body_bytes`` pads the compressed size, hence the cap)."""
+def json_bomb(pattern: bytes, body_bytes: int = 2_000_000, count: int | None = None) -> bytes:
+    """A valid container whose ``docs.json`` repeats ``pattern`` up to the inflation cap, or
+    ``count`` times (a random string of ~``body_bytes`` pads the compressed size, hence the cap
+    and, over 128 MB, the server's JSON value allowance)."""
     import base64
 
     pad = base64.b64encode(np.random.default_rng(0).bytes(body_bytes * 3 // 4))
     head, tail = b'{"ids": [', b'[]], "pad": "' + pad + b'"}'
-    count = (INFLATE_FLOOR + INFLATE_RATIO * len(zlib.compress(tail, 9))) // len(pattern)
+    if count is None:
+        count = (INFLATE_FLOOR + INFLATE_RATIO * len(zlib.compress(tail, 9))) // len(pattern)
     for _ in range(4):
         compressed = _deflate(head, pattern, count, tail)
         raw_len = len(head) + count * len(pattern) + len(tail)
@@ -229,7 +231,7 @@ def run_case(
         }
 
 
-def json_cases() -> list[dict[str, Any]]:
+def json_cases(big_upload_mb: int = 256) -> list[dict[str, Any]]:
     lists = json_bomb(b"[],")
     keys = json_bomb(metadata_pattern())  # objects of 2048 distinct keys, repeated
     delete_body = b'{"ids": [' + b"[]," * ((Limits.max_json_bytes - 16) // 3) + b"[]]}"
@@ -243,6 +245,15 @@ def json_cases() -> list[dict[str, Any]]:
     ):
         for limit, env in (("off", {"MOSS_MAX_JSON_VALUES": "0"}), ("default", {})):
             cases.append(run_case(f"{label} (limit {limit})", body, env=env, **route))
+    # Over 128 MB an upload may hold one value per 16 bytes (moss.input_limits.for_upload):
+    # the worst a big upload can cost is empty lists up to that allowance.
+    size = big_upload_mb << 20
+    big = json_bomb(b"[],", body_bytes=size, count=1)  # the padding sets the upload's size
+    allowance = len(big) // UPLOAD_BYTES_PER_VALUE  # the lists add ~nothing compressed
+    big = json_bomb(b"[],", body_bytes=size, count=allowance - 64)
+    assert len(big) // UPLOAD_BYTES_PER_VALUE >= allowance - 1
+    label = f"{len(big) >> 20} MB upload, empty lists up to its allowance ({allowance:,} values)"
+    cases.append(run_case(f"{label} (limit default)", big, **create))
     return cases
 
 

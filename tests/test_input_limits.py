@@ -27,6 +27,7 @@ from moss.input_limits import (
     InputLimits,
     count_json_values,
     enforced,
+    for_upload,
 )
 from moss.server.limits import Limits
 from moss.server.testing import ThreadedServer
@@ -235,3 +236,12 @@ def test_a_large_upload_may_hold_more_json_values(server: ThreadedServer) -> Non
     assert job["status"] == "completed", job
     r = httpx.put(f"{server.url}/v1/indexes/small-push/snapshot", content=_push(n), headers=h)
     assert r.status_code == 413 and r.json()["error"]["detail"] == "max_json_values"
+
+
+def test_the_upload_allowance_scales_with_its_size_up_to_a_ceiling() -> None:
+    base = InputLimits()
+    assert base.max_json_values == 8_000_000
+    assert for_upload(base, 2 << 20) == base  # small uploads: the fixed count
+    assert for_upload(base, 272 << 20).max_json_values == (272 << 20) // 16  # 17.8 M
+    assert for_upload(base, 4 << 30).max_json_values == 32_000_000  # 4x, not 268 M
+    assert for_upload(InputLimits(max_json_values=None), 4 << 30).max_json_values is None
