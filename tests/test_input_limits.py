@@ -78,6 +78,27 @@ def test_count_bounds_the_values_and_decides_like_an_exact_count() -> None:
     assert count_json_values(text) > 1000 and count_json_values(text, at_most=21) == 21
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64])
+def test_the_exact_count_carries_state_across_chunks(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backslash runs and strings that straddle the chunks of the exact pass count as if whole."""
+    import moss.input_limits as il
+
+    monkeypatch.setattr(il, "_CHUNK", chunk)
+    rng = random.Random(chunk)
+    for _ in range(200):
+        raw = json.dumps(_random_json(rng)).encode()
+        assert count_json_values(raw, 0) == _exact(raw), raw
+    items = (
+        ["\\" * k for k in range(5)]
+        + ["\\" * k + '"' for k in range(4)]
+        + [",:[{", "a" + "\\" + ",b"]
+    )
+    tricky = json.dumps(items * 3).encode()  # runs of 0-4 backslashes, escaped quotes
+    assert count_json_values(tricky, 0) == _exact(tricky) == 33 + 33 + 1
+
+
 def test_no_limits_outside_a_server_context() -> None:
     meta = [{f"k{i}": "v" for i in range(5000)}]
     data = SnapshotData(
