@@ -235,6 +235,8 @@ def json_cases(big_upload_mb: int = 256) -> list[dict[str, Any]]:
     lists = json_bomb(b"[],")
     keys = json_bomb(metadata_pattern())  # objects of 2048 distinct keys, repeated
     delete_body = b'{"ids": [' + b"[]," * ((Limits.max_json_bytes - 16) // 3) + b"[]]}"
+    # strings full of structure bytes: the count must see through each (CPU, not memory)
+    commas_body = b'{"ids": [' + b'",",' * ((Limits.max_json_bytes - 16) // 4) + b'""]}'
     create = {"method": "POST", "path": "/v1/indexes/case?model_id=custom"}
     delete = {"method": "POST", "path": "/v1/indexes/case/docs/delete"}
     cases = []
@@ -242,6 +244,7 @@ def json_cases(big_upload_mb: int = 256) -> list[dict[str, Any]]:
         ("docs.json at the cap, empty lists", lists, create),
         ("docs.json at the cap, metadata keys", keys, create),
         ("64 MiB JSON body, empty lists", delete_body, delete),
+        ('64 MiB JSON body, "," strings', commas_body, delete),
     ):
         for limit, env in (("off", {"MOSS_MAX_JSON_VALUES": "0"}), ("default", {})):
             cases.append(run_case(f"{label} (limit {limit})", body, env=env, **route))

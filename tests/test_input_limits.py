@@ -86,6 +86,7 @@ def test_the_exact_count_carries_state_across_chunks(
     import moss.input_limits as il
 
     monkeypatch.setattr(il, "_CHUNK", chunk)
+    monkeypatch.setattr(il, "_VISITS", 0)  # straight to the bulk count
     rng = random.Random(chunk)
     for _ in range(200):
         raw = json.dumps(_random_json(rng)).encode()
