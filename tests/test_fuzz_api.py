@@ -111,6 +111,10 @@ def environment(server: bool = False) -> Iterator[Env]:
     the client talks to a ``moss serve`` on 127.0.0.1 (in a thread) instead of the embedded
     store."""
     with tempfile.TemporaryDirectory(prefix="moss-fuzz-") as tmp, ExitStack() as stack:
+        # Fuzz values include relative paths (Path("nowhere.txt") as a cache_path): whatever
+        # they create lands in the temporary directory, not in the caller's working directory.
+        stack.callback(os.chdir, os.getcwd())
+        os.chdir(tmp)
         loop = asyncio.new_event_loop()
         root = Path(tmp)
         if server:
