@@ -140,6 +140,20 @@ class SqlBase:
     SKIP_LOCKED = ""
     #: an SQL expression giving the next job sequence number (queue order)
     NEXT_QSEQ = "(SELECT COALESCE(MAX(qseq), 0) + 1 FROM jobs)"
+    #: the runnable heads of the index queues (an index's earliest unfinished job, not yet
+    #: started), project served least recently first, then queue order: ``{mine}`` restricts
+    #: to one owner (alias ``q``), ``{limit}`` rows. SQLite: one grouped pass for the heads
+    #: (0.4 ms with 5000 queued, ``benchmarks/bench_catalog.py``; a NOT EXISTS per candidate
+    #: took 2.4 ms).
+    QUEUE_HEADS = (
+        "SELECT q.id, q.project_id FROM jobs AS q "
+        "JOIN (SELECT project_id, index_name, MIN(qseq) AS head FROM jobs "
+        "WHERE status = 'building' GROUP BY project_id, index_name) AS h "
+        "ON h.project_id = q.project_id AND h.index_name = q.index_name AND h.head = q.qseq "
+        "LEFT JOIN claims AS c ON c.project_id = q.project_id "
+        "WHERE q.status = 'building' AND q.started = 0 {mine}"
+        "ORDER BY COALESCE(c.seq, 0), q.qseq LIMIT {limit}"
+    )
 
     def _tx(self) -> AbstractContextManager[Cursor]:
         """A write transaction; database errors leave it as :class:`moss.errors.MossError`."""
