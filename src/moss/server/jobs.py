@@ -118,7 +118,11 @@ class JobRunner:
             while True:
                 self._wake.clear()  # before looking for work: a later wake() is never lost
                 stop_now = self._stopping and not self._drain
-                job = None if stop_now else self._through_outage("claiming a job", self._claim)
+                job = (
+                    None
+                    if stop_now
+                    else self._through_outage("claiming a job", self._claim, while_stopping=False)
+                )
                 if job is not None:
                     self._execute(job)
                     idle_since = time.monotonic()
@@ -127,7 +131,9 @@ class JobRunner:
                 unfinished = 0
                 if not store.claim_any:
                     unfinished = self._through_outage(
-                        "counting jobs", lambda: store.catalog.count_unfinished(store.owner)
+                        "counting jobs",
+                        lambda: store.catalog.count_unfinished(store.owner),
+                        while_stopping=False,
                     )
                 if self._stopping and (stop_now or unfinished == 0):
                     break
@@ -153,16 +159,18 @@ class JobRunner:
                 self._running = False
             store.runner_exited()
 
-    def _through_outage(self, what: str, call: Callable[[], T]) -> T:
+    def _through_outage(self, what: str, call: Callable[[], T], *, while_stopping: bool) -> T:
         """``call()``, retried with backoff while the catalog's database is unreachable
         (``NETWORK``; PostgreSQL down or restarting) instead of letting the runner die with a
-        job still marked running, until :meth:`abort`. Other errors propagate."""
+        job still marked running, until :meth:`abort` (or :meth:`stop`, unless
+        ``while_stopping``: failing a job is worth waiting for, claiming the next one is not).
+        Other errors propagate."""
         delay = 0.1
         while True:
             try:
                 return call()
             except MossError as e:
-                if e.code != NETWORK or self._aborting:
+                if e.code != NETWORK or self._aborting or (self._stopping and not while_stopping):
                     raise
                 log.warning("moss catalog unreachable while %s (%s); retrying", what, e.message)
             time.sleep(delay)
@@ -256,7 +264,11 @@ class JobRunner:
         # Often the very outage that failed the job: wait for the database, or the job would
         # stay "building" under a live lease forever, holding back its index's later jobs. A
         # commit that did land before the connection broke leaves fail_job a no-op.
-        self._through_outage("failing a job", lambda: self.store.catalog.fail_job(job.id, message))
+        self._through_outage(
+            "failing a job",
+            lambda: self.store.catalog.fail_job(job.id, message),
+            while_stopping=True,
+        )
 
     def _commit(
         self,
