@@ -233,17 +233,15 @@ def create_app(
             )
         return obj
 
-    def finish_limited(job: JobRow) -> JobRow:
-        try:
-            size = store.blobs.size(f"uploads/{job.id}")
-        except (KeyError, OSError, MossError):  # no upload: store.finish fails the job
-            size = 0
-        with enforced(for_upload(input_limits, size)):  # the decoders below check its sizes
+    def finish_limited(job: JobRow, received: int) -> JobRow:
+        # the decoders below check the input's sizes; a large upload may hold more values
+        with enforced(for_upload(input_limits, received)):
             return store.finish(job)
 
-    async def finish(job: JobRow) -> JobRow:
+    async def finish(job: JobRow, received: int) -> JobRow:
+        """Validate and queue ``job``, whose input of ``received`` bytes is written."""
         try:
-            return await call(finish_limited, job)
+            return await call(finish_limited, job, received)
         except MossError:
             raise
         except BAD_INPUT as e:  # a decoder tripped over a malformed body
@@ -267,16 +265,18 @@ def create_app(
                 assert allowance is not None
                 limit = allowance
             uploads[0] += 1
+            received = 0
             try:
                 with store.input_writer(job) as f:
                     async for chunk in limited(request, limit, lim, quota=quota):
                         f.write(chunk)
+                        received += len(chunk)
             finally:
                 uploads[0] -= 1
         except BaseException as e:
             await call(store.abort, job, e)
             raise
-        return await finish(job)
+        return await finish(job, received)
 
     async def docs_page(request: Request, project: str, name: str) -> Response:
         """One page of get_docs; pages are cut from one version's full, ordered result."""
@@ -390,13 +390,14 @@ def create_app(
             body = await read_json(request)
             job = await call(store.begin, project, name, "delete")
             data = json.dumps({"ids": body.get("ids") if isinstance(body, dict) else None})
+            raw = data.encode("utf-8")
             try:
                 with store.input_writer(job) as f:
-                    f.write(data.encode("utf-8"))
+                    f.write(raw)
             except BaseException as e:
                 await call(store.abort, job, e)
                 raise
-            return job_json(await finish(job))
+            return job_json(await finish(job, len(raw)))
         if sub == ("files",) and method == "POST":
             params = {
                 "model_id": request.query_params.get("model_id"),
