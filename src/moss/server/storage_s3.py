@@ -449,15 +449,12 @@ class S3BlobStore:
                 except FileNotFoundError:
                     continue
                 if p.name.startswith("."):  # a download that crashed midway (or is running)
-                    if st.st_mtime < time.time() - 600:
-                        with contextlib.suppress(OSError):
-                            p.unlink()
+                    _remove_if_stale(p, st.st_mtime)
                     continue
                 found.append((st.st_atime, f"{folder.name}/{p.name}", st.st_size))
         for p in self._spool.iterdir():  # uploads of a process killed mid-request
             with contextlib.suppress(OSError):
-                if p.stat().st_mtime < time.time() - 600:
-                    p.unlink()
+                _remove_if_stale(p, p.stat().st_mtime)
         for _, key, size in sorted(found):
             self._lru[key] = size
             self._cached += size
@@ -563,3 +560,13 @@ class S3BlobStore:
         """Release the HTTP connection pool."""
         with contextlib.suppress(Exception):
             self._client.close()
+
+
+_STALE_S = 600.0  # a partial download or upload file this old has no live writer
+
+
+def _remove_if_stale(path: Path, mtime: float) -> None:
+    """Delete a leftover partial file once ``_STALE_S`` old (a younger one may be in use)."""
+    if mtime < time.time() - _STALE_S:
+        with contextlib.suppress(OSError):
+            path.unlink()
