@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,31 @@ def cat(catalog_url: str) -> Iterator[Catalog]:
 def _queued(cat: Catalog, job_id: str, index: str, owner: str = "me", project: str = "p") -> JobRow:
     cat.create_job(job_id, project, index, None, "push", owner, {"n": job_id})
     return cat.queue_job(job_id, None, 1)
+
+
+def _on_nodes(url: str, n: int, body: Callable[[int, Catalog], None], timeout: float) -> None:
+    """``body(i, catalog)`` on ``n`` threads at once, each with its own catalog connection (as
+    separate nodes have); fails on any thread's exception or a thread still running."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(n)
+
+    def node(i: int) -> None:
+        cat = open_catalog(url)
+        try:
+            start.wait()
+            body(i, cat)
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            cat.close()
+
+    threads = [threading.Thread(target=node, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads), "a node thread did not finish"
 
 
 def _version(key: str, docs: int = 1) -> VersionInfo:
@@ -338,40 +363,27 @@ def test_concurrent_workers_claim_each_job_once_in_index_order(postgres_url: str
     lock = threading.Lock()
     claimed: list[tuple[str, str]] = []
     running: set[str] = set()
-    errors: list[BaseException] = []
 
-    def worker(n: int) -> None:
-        cat = open_catalog(postgres_url)
-        try:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                job = cat.claim_next(f"w{n}", any_owner=True)
-                if job is None and len(claimed) >= 40:
-                    break
-                if job is None:
-                    time.sleep(0.005)
-                    continue
-                with lock:
-                    index = f"{job.project_id}/{job.index_name}"
-                    assert index not in running, "two jobs of one index at once"
-                    running.add(index)
-                    claimed.append((index, job.id))
-                time.sleep(0.002)
-                with lock:
-                    running.discard(index)
-                cat.complete_unchanged(job.id, 0)
-        except BaseException as e:
-            errors.append(e)
-        finally:
-            cat.close()
+    def worker(n: int, cat: Catalog) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            job = cat.claim_next(f"w{n}", any_owner=True)
+            if job is None and len(claimed) >= 40:
+                break
+            if job is None:
+                time.sleep(0.005)
+                continue
+            with lock:
+                index = f"{job.project_id}/{job.index_name}"
+                assert index not in running, "two jobs of one index at once"
+                running.add(index)
+                claimed.append((index, job.id))
+            time.sleep(0.002)
+            with lock:
+                running.discard(index)
+            cat.complete_unchanged(job.id, 0)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(20)
-    assert not errors, errors
-    assert not any(t.is_alive() for t in threads), claimed
+    _on_nodes(postgres_url, 4, worker, 20)
     assert sorted(j for _, j in claimed) == sorted(qseq)  # every job exactly once
     for index in {i for i, _ in claimed}:
         order = [qseq[j] for i, j in claimed if i == index]
@@ -396,27 +408,13 @@ def test_each_due_web_refresh_is_claimed_by_one_node(postgres_url: str) -> None:
         assert setup.add_web_source(values, 5) == "created"
     setup.close()
     won: list[tuple[int, str]] = []
-    errors: list[BaseException] = []
-    start = threading.Barrier(6)
 
-    def node(n: int) -> None:
-        cat = open_catalog(postgres_url)
-        try:
-            start.wait()
-            for i in range(20):
-                if cat.claim_web_refresh(f"ws_{i}", due, "2030-01-01T00:00:00.000Z"):
-                    won.append((n, f"ws_{i}"))
-        except BaseException as e:
-            errors.append(e)
-        finally:
-            cat.close()
+    def node(n: int, cat: Catalog) -> None:
+        for i in range(20):
+            if cat.claim_web_refresh(f"ws_{i}", due, "2030-01-01T00:00:00.000Z"):
+                won.append((n, f"ws_{i}"))
 
-    threads = [threading.Thread(target=node, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not errors, errors
+    _on_nodes(postgres_url, 6, node, 30)
     assert sorted(sid for _, sid in won) == sorted(f"ws_{i}" for i in range(20))  # each once
 
 
